@@ -1,0 +1,133 @@
+package frugal.backend;
+
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The op set of a training step. Models call only these. Dimensions are passed explicitly (as llm.c does)
+ * so that each op reads like its formula; shapes are given in the comments as [rows, cols].
+ *
+ * <p>Conventions: float32 tensors unless noted; ids and targets are I32. "Accumulates" means the op adds
+ * into its output (gradients), otherwise it overwrites. Layouts shared by the attention ops: a fused
+ * projection row holds the heads of q, then of k, then of v: [B*T, (nHead + 2*nKvHead) * headDim].
+ */
+public interface Backend extends AutoCloseable {
+
+    String name();
+
+    /** A zero-filled tensor owned by this backend. */
+    Tensor allocate(DType dtype, int... shape);
+
+    /** Copies {@code dst.byteSize()} bytes from host memory into dst. */
+    void upload(Tensor dst, MemorySegment host);
+
+    /** Copies {@code src.byteSize()} bytes of src into host memory. */
+    void download(Tensor src, MemorySegment host);
+
+    void zero(Tensor t);
+
+    void copy(Tensor dst, Tensor src);
+
+    /** Waits until all queued work is done (a no-op where ops run synchronously). */
+    default void synchronize() {
+    }
+
+    // ---- linear algebra
+
+    /**
+     * out[m,n] (+)= op(a)·op(b) with fp32 accumulation; a is [m,k] ([k,m] if transA), b is [k,n]
+     * ([n,k] if transB). Accumulates into out when {@code accumulate}, otherwise overwrites.
+     */
+    void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate);
+
+    /** out[r,c] += bias[c]. */
+    void addBias(Tensor out, Tensor bias, int rows, int cols);
+
+    /** dbias[c] += sum over r of dout[r,c]. */
+    void biasBackward(Tensor dbias, Tensor dout, int rows, int cols);
+
+    // ---- normalization
+
+    /** out = (x - mean) * rstd * weight + bias per row; writes mean[rows] and rstd[rows]. */
+    void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias,
+                          int rows, int cols, float eps);
+
+    /** Accumulates dx, dweight, dbias. */
+    void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
+                           Tensor mean, Tensor rstd, int rows, int cols);
+
+    /** out = x * rstd * weight per row, rstd = 1/sqrt(mean(x²) + eps); writes rstd[rows]. */
+    void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps);
+
+    /** Accumulates dx and dweight. */
+    void rmsNormBackward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight, Tensor rstd, int rows, int cols);
+
+    // ---- activations
+
+    /** GELU, tanh approximation (GPT-2's gelu_new). */
+    void geluForward(Tensor out, Tensor x, long n);
+
+    /** dx = dout * gelu'(x) (overwrites dx; dx may alias dout). */
+    void geluBackward(Tensor dx, Tensor dout, Tensor x, long n);
+
+    /** out[r,j] = silu(gateUp[r,j]) * gateUp[r,hidden+j]; gateUp is [rows, 2*hidden]. */
+    void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden);
+
+    /** Writes dGateUp[rows, 2*hidden] from dout[rows, hidden]. */
+    void swigluBackward(Tensor dGateUp, Tensor dout, Tensor gateUp, int rows, int hidden);
+
+    // ---- attention
+
+    /**
+     * Rotates q and k heads of qkv in place by position t (rotate-half convention, as Hugging Face Llama):
+     * pairs (i, i + headDim/2) with angle t·theta^(-2i/headDim). {@code inverse} applies the transpose
+     * (used on gradients).
+     */
+    void rope(Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim, float theta, boolean inverse);
+
+    /**
+     * Causal attention, softmax(q·kᵀ/sqrt(headDim))·v, query heads grouped over nKvHead key/value heads.
+     * qkv [B*T, (nHead+2*nKvHead)*headDim] → out [B*T, nHead*headDim]; writes the row log-sum-exp of the
+     * scaled scores lse[B, nHead, T], which is all backward needs to rebuild the probabilities.
+     */
+    void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim);
+
+    /** Writes dqkv (same layout as qkv) from dout, given the forward's out and lse. */
+    void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
+                           int batch, int seq, int nHead, int nKvHead, int headDim);
+
+    // ---- embedding, residual, loss
+
+    /** out[r,:] (+)= table[ids[r],:]. */
+    void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate);
+
+    /** dtable[ids[r],:] += dout[r,:]. */
+    void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids, int rows, int cols);
+
+    /** out = a + b (out may alias a or b). */
+    void add(Tensor out, Tensor a, Tensor b, long n);
+
+    /**
+     * Softmax cross-entropy per row: losses[r] = logsumexp(logits[r,:]) - logits[r,targets[r]]. When dlogits
+     * is non-null also writes dlogits = (softmax - onehot) * gradScale; dlogits may alias logits.
+     */
+    void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, int rows, int vocab, float gradScale);
+
+    // ---- optimizer
+
+    /** out[0] (+)= sum of x². */
+    void sumOfSquares(Tensor out, Tensor x, long n, boolean accumulate);
+
+    /**
+     * One AdamW step with decoupled weight decay and bias correction. Gradients are first multiplied by
+     * min(1, maxNorm / (sqrt(normSquared[0]) + 1e-6)) when normSquared is non-null (global-norm clipping
+     * without a round trip to the host).
+     */
+    void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2,
+               float eps, float weightDecay, int step, Tensor normSquared, float maxNorm);
+
+    @Override
+    void close();
+}
