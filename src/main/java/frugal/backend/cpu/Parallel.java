@@ -50,4 +50,15 @@ public final class Parallel {
     private static boolean inPool() {
         return Thread.currentThread() instanceof java.util.concurrent.ForkJoinWorkerThread w && w.getPool() == POOL;
     }
+
+    @FunctionalInterface
+    public interface LongRangeBody {
+        void run(long from, long to);
+    }
+
+    /** Element-wise work over [0, n) in chunks of whole 4096-element blocks (vector aligned). */
+    public static void forElements(long n, LongRangeBody body) {
+        int blocks = (int) Math.min(Integer.MAX_VALUE, (n + 4095) / 4096);
+        forRange(blocks, 16, (b0, b1) -> body.run(b0 * 4096L, Math.min(n, b1 * 4096L)));
+    }
 }

@@ -1,0 +1,174 @@
+package frugal.backend.cpu;
+
+import frugal.backend.Backend;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+import jdk.incubator.vector.FloatVector;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+import static frugal.backend.cpu.Vec.L;
+import static frugal.backend.cpu.Vec.get;
+import static frugal.backend.cpu.Vec.load;
+import static frugal.backend.cpu.Vec.set;
+import static frugal.backend.cpu.Vec.store;
+
+/** The reference backend: float32, off-heap, Vector API kernels over all cores. */
+public final class CpuBackend implements Backend {
+    private final Arena arena = Arena.ofShared();
+
+    @Override
+    public String name() {
+        return "cpu";
+    }
+
+    @Override
+    public Tensor allocate(DType dtype, int... shape) {
+        long bytes = Math.max(1, Tensor.count(shape) * dtype.bytes);
+        return new Tensor(arena.allocate(bytes, 64), dtype, shape);
+    }
+
+    @Override
+    public void upload(Tensor dst, MemorySegment host) {
+        MemorySegment.copy(host, 0, dst.data(), 0, dst.byteSize());
+    }
+
+    @Override
+    public void download(Tensor src, MemorySegment host) {
+        MemorySegment.copy(src.data(), 0, host, 0, src.byteSize());
+    }
+
+    @Override
+    public void zero(Tensor t) {
+        t.data().asSlice(0, t.byteSize()).fill((byte) 0);
+    }
+
+    @Override
+    public void copy(Tensor dst, Tensor src) {
+        MemorySegment.copy(src.data(), 0, dst.data(), 0, src.byteSize());
+    }
+
+    @Override
+    public void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate) {
+        CpuMatmul.matmul(out, a, b, m, n, k, transA, transB, accumulate);
+    }
+
+    @Override
+    public void addBias(Tensor out, Tensor bias, int rows, int cols) {
+        MemorySegment o = out.data(), b = bias.data();
+        Parallel.forRange(rows, 16, (r0, r1) -> {
+            for (int r = r0; r < r1; r++) Vec.axpy(1f, b, 0, o, (long) r * cols, cols);
+        });
+    }
+
+    @Override
+    public void biasBackward(Tensor dbias, Tensor dout, int rows, int cols) {
+        MemorySegment d = dbias.data(), dos = dout.data();
+        Parallel.forRange(cols, 64, (c0, c1) -> {
+            for (int r = 0; r < rows; r++) Vec.axpy(1f, dos, (long) r * cols + c0, d, c0, c1 - c0);
+        });
+    }
+
+    @Override
+    public void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias,
+                                 int rows, int cols, float eps) {
+        CpuNorms.layerNormForward(out, mean, rstd, x, weight, bias, rows, cols, eps);
+    }
+
+    @Override
+    public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
+                                  Tensor mean, Tensor rstd, int rows, int cols) {
+        CpuNorms.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+    }
+
+    @Override
+    public void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps) {
+        CpuNorms.rmsNormForward(out, rstd, x, weight, rows, cols, eps);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight, Tensor rstd, int rows, int cols) {
+        CpuNorms.rmsNormBackward(dx, dweight, dout, x, weight, rstd, rows, cols);
+    }
+
+    @Override
+    public void geluForward(Tensor out, Tensor x, long n) {
+        CpuActivations.geluForward(out, x, n);
+    }
+
+    @Override
+    public void geluBackward(Tensor dx, Tensor dout, Tensor x, long n) {
+        CpuActivations.geluBackward(dx, dout, x, n);
+    }
+
+    @Override
+    public void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden) {
+        CpuActivations.swigluForward(out, gateUp, rows, hidden);
+    }
+
+    @Override
+    public void swigluBackward(Tensor dGateUp, Tensor dout, Tensor gateUp, int rows, int hidden) {
+        CpuActivations.swigluBackward(dGateUp, dout, gateUp, rows, hidden);
+    }
+
+    @Override
+    public void rope(Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim, float theta, boolean inverse) {
+        CpuAttention.rope(qkv, batch, seq, nHead, nKvHead, headDim, theta, inverse);
+    }
+
+    @Override
+    public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
+        CpuAttention.forward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+    }
+
+    @Override
+    public void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
+                                  int batch, int seq, int nHead, int nKvHead, int headDim) {
+        CpuAttention.backward(dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+    }
+
+    @Override
+    public void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate) {
+        CpuEmbedding.forward(out, table, ids, rows, cols, accumulate);
+    }
+
+    @Override
+    public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids, int rows, int cols) {
+        CpuEmbedding.backward(dtable, dout, ids, rows, cols);
+    }
+
+    @Override
+    public void add(Tensor out, Tensor a, Tensor b, long n) {
+        MemorySegment o = out.data(), as = a.data(), bs = b.data();
+        Parallel.forElements(n, (from, to) -> {
+            long i = from;
+            for (; i <= to - L; i += L) {
+                FloatVector s = load(as, i).add(load(bs, i));
+                store(s, o, i);
+            }
+            for (; i < to; i++) set(o, i, get(as, i) + get(bs, i));
+        });
+    }
+
+    @Override
+    public void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, int rows, int vocab, float gradScale) {
+        CpuLoss.crossEntropy(losses, dlogits, logits, targets, rows, vocab, gradScale);
+    }
+
+    @Override
+    public void sumOfSquares(Tensor out, Tensor x, long n, boolean accumulate) {
+        CpuOptimizer.sumOfSquares(out, x, n, accumulate);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2,
+                      float eps, float weightDecay, int step, Tensor normSquared, float maxNorm) {
+        CpuOptimizer.adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, step, normSquared, maxNorm);
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+    }
+}

@@ -1,0 +1,55 @@
+package frugal.nn;
+
+import frugal.tensor.Tensor;
+
+/**
+ * Fused q/k/v projection, optional rotary positions, causal grouped-query attention, output projection.
+ * Stashes the (rotated) qkv, the attention output and its log-sum-exp.
+ */
+public final class CausalSelfAttention {
+    private final String name;
+    private final Linear qkv;
+    private final Linear proj;
+    private final int nHead;
+    private final int nKvHead;
+    private final int headDim;
+    private final float ropeTheta;
+
+    /** ropeTheta ≤ 0 means no rotary embedding (GPT-2's learned positions). */
+    public CausalSelfAttention(String name, Linear qkv, Linear proj, int nHead, int nKvHead, int headDim, float ropeTheta) {
+        this.name = name;
+        this.qkv = qkv;
+        this.proj = proj;
+        this.nHead = nHead;
+        this.nKvHead = nKvHead;
+        this.headDim = headDim;
+        this.ropeTheta = ropeTheta;
+    }
+
+    /** y[B*T, C] = attention(x[B*T, C]). */
+    public void forward(Context ctx, Tensor y, Tensor x, int batch, int seq) {
+        int rows = batch * seq;
+        Tensor q = ctx.buffers().get(name + ".qkv", rows, qkv.out());
+        Tensor att = ctx.buffers().get(name + ".att", rows, nHead * headDim);
+        Tensor lse = ctx.buffers().get(name + ".lse", batch, nHead, seq);
+        qkv.forward(ctx, q, x, rows);
+        if (ropeTheta > 0) ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
+        ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
+        ctx.stash().save(name + ".qkv", q);
+        ctx.stash().save(name + ".att", att);
+        ctx.stash().save(name + ".lse", lse);
+        proj.forward(ctx, y, att, rows);
+    }
+
+    /** dx[B*T, C] = gradient of the input (overwrites); accumulates parameter gradients. */
+    public void backward(Context ctx, Tensor dx, Tensor dy, int batch, int seq) {
+        int rows = batch * seq;
+        Tensor datt = ctx.buffers().get("grad.att", rows, nHead * headDim);
+        Tensor dqkv = ctx.buffers().get("grad.qkv", rows, qkv.out());
+        proj.backward(ctx, datt, dy, rows);
+        ctx.ops().attentionBackward(dqkv, datt, ctx.stash().load(name + ".att"), ctx.stash().load(name + ".lse"),
+                ctx.stash().load(name + ".qkv"), batch, seq, nHead, nKvHead, headDim);
+        if (ropeTheta > 0) ctx.ops().rope(dqkv, batch, seq, nHead, nKvHead, headDim, ropeTheta, true);
+        qkv.backward(ctx, dx, dqkv, rows);
+    }
+}

@@ -1,0 +1,36 @@
+package frugal.nn;
+
+import frugal.tensor.Tensor;
+
+/** fc → GELU(tanh) → proj. Stashes the pre-activation (GELU's input). */
+public final class GeluMlp implements Mlp {
+    private final String name;
+    private final Linear fc;
+    private final Linear proj;
+
+    public GeluMlp(String name, Linear fc, Linear proj) {
+        this.name = name;
+        this.fc = fc;
+        this.proj = proj;
+    }
+
+    @Override
+    public void forward(Context ctx, Tensor y, Tensor x, int rows) {
+        int hidden = fc.out();
+        Tensor pre = ctx.buffers().get(name + ".fc", rows, hidden);
+        Tensor act = ctx.buffers().get(name + ".gelu", rows, hidden);
+        fc.forward(ctx, pre, x, rows);
+        ctx.ops().geluForward(act, pre, (long) rows * hidden);
+        ctx.stash().save(name + ".fc", pre);
+        proj.forward(ctx, y, act, rows);
+    }
+
+    @Override
+    public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
+        int hidden = fc.out();
+        Tensor dact = ctx.buffers().get("grad.mlp", rows, hidden);
+        proj.backward(ctx, dact, dy, rows);
+        ctx.ops().geluBackward(dact, dact, ctx.stash().load(name + ".fc"), (long) rows * hidden);
+        fc.backward(ctx, dx, dact, rows);
+    }
+}

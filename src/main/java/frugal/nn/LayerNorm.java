@@ -1,0 +1,35 @@
+package frugal.nn;
+
+import frugal.tensor.Tensor;
+
+/** LayerNorm with weight and bias; stashes x, mean and rstd. */
+public final class LayerNorm implements Norm {
+    private final String name;
+    private final Param weight;
+    private final Param bias;
+    private final float eps;
+
+    public LayerNorm(String name, Param weight, Param bias, float eps) {
+        this.name = name;
+        this.weight = weight;
+        this.bias = bias;
+        this.eps = eps;
+    }
+
+    @Override
+    public void forward(Context ctx, Tensor out, Tensor x, int rows) {
+        int cols = (int) weight.value().size();
+        Tensor mean = ctx.buffers().get(name + ".mean", rows), rstd = ctx.buffers().get(name + ".rstd", rows);
+        ctx.ops().layerNormForward(out, mean, rstd, x, weight.value(), bias.value(), rows, cols, eps);
+        ctx.stash().save(name + ".in", x);
+        ctx.stash().save(name + ".mean", mean);
+        ctx.stash().save(name + ".rstd", rstd);
+    }
+
+    @Override
+    public void backward(Context ctx, Tensor dx, Tensor dout, int rows) {
+        int cols = (int) weight.value().size();
+        ctx.ops().layerNormBackward(dx, weight.grad(), bias.grad(), dout, ctx.stash().load(name + ".in"),
+                weight.value(), ctx.stash().load(name + ".mean"), ctx.stash().load(name + ".rstd"), rows, cols);
+    }
+}

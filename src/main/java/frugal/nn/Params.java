@@ -1,0 +1,54 @@
+package frugal.nn;
+
+import frugal.backend.Backend;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/** The ordered set of a model's parameters, each allocated with its gradient on one backend. */
+public final class Params {
+    private final Backend backend;
+    private final List<Param> all = new ArrayList<>();
+
+    public Params(Backend backend) {
+        this.backend = backend;
+    }
+
+    /** A parameter stored in Hugging Face files under its own name, as-is; decayed when 2-D or more. */
+    public Param add(String hfName, int... shape) {
+        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), false, shape);
+    }
+
+    /** A parameter stored as GPT-2's Conv1D: transposed, [in, out]. */
+    public Param addTransposed(String hfName, int... shape) {
+        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), true, shape);
+    }
+
+    /** A parameter fused from several Hugging Face tensors stacked along rows. */
+    public Param addFused(String name, List<Param.HfPart> parts, int... shape) {
+        return add(name, parts, false, shape);
+    }
+
+    private Param add(String name, List<Param.HfPart> parts, boolean hfTransposed, int... shape) {
+        Tensor value = backend.allocate(DType.F32, shape);
+        Tensor grad = backend.allocate(DType.F32, shape);
+        Param p = new Param(name, value, grad, shape.length >= 2, List.copyOf(parts), hfTransposed);
+        all.add(p);
+        return p;
+    }
+
+    public List<Param> all() {
+        return Collections.unmodifiableList(all);
+    }
+
+    public long count() {
+        return all.stream().mapToLong(p -> p.value().size()).sum();
+    }
+
+    public void zeroGrad() {
+        for (Param p : all) backend.zero(p.grad());
+    }
+}

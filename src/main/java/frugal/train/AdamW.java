@@ -1,0 +1,80 @@
+package frugal.train;
+
+import frugal.backend.Backend;
+import frugal.nn.Param;
+import frugal.nn.Params;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * AdamW with decoupled weight decay (applied to parameters of 2+ dimensions) and global gradient-norm
+ * clipping computed on the backend.
+ */
+public final class AdamW {
+    private final Backend ops;
+    private final Params params;
+    private final List<Tensor> firstMoments = new ArrayList<>();
+    private final List<Tensor> secondMoments = new ArrayList<>();
+    private final Tensor normSquared;
+    private final float beta1;
+    private final float beta2;
+    private final float eps;
+    private final float weightDecay;
+    private int step;
+
+    public AdamW(Backend ops, Params params, float beta1, float beta2, float eps, float weightDecay) {
+        this.ops = ops;
+        this.params = params;
+        this.beta1 = beta1;
+        this.beta2 = beta2;
+        this.eps = eps;
+        this.weightDecay = weightDecay;
+        for (Param p : params.all()) {
+            firstMoments.add(ops.allocate(DType.F32, p.value().shape()));
+            secondMoments.add(ops.allocate(DType.F32, p.value().shape()));
+        }
+        normSquared = ops.allocate(DType.F32, 1);
+    }
+
+    /** Applies one update at the given rate; clips to maxNorm when positive. Returns the pre-clip gradient norm. */
+    public float step(float lr, float maxNorm) {
+        step++;
+        List<Param> all = params.all();
+        for (int i = 0; i < all.size(); i++) {
+            Tensor g = all.get(i).grad();
+            ops.sumOfSquares(normSquared, g, g.size(), i > 0);
+        }
+        for (int i = 0; i < all.size(); i++) {
+            Param p = all.get(i);
+            ops.adamw(p.value(), p.grad(), firstMoments.get(i), secondMoments.get(i), p.value().size(), lr, beta1, beta2,
+                    eps, p.weightDecay() ? weightDecay : 0f, step, maxNorm > 0 ? normSquared : null, maxNorm);
+        }
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment host = a.allocate(ValueLayout.JAVA_FLOAT);
+            ops.download(normSquared, host);
+            return (float) Math.sqrt(host.get(ValueLayout.JAVA_FLOAT, 0));
+        }
+    }
+
+    public int stepCount() {
+        return step;
+    }
+
+    public void setStepCount(int step) {
+        this.step = step;
+    }
+
+    public List<Tensor> firstMoments() {
+        return firstMoments;
+    }
+
+    public List<Tensor> secondMoments() {
+        return secondMoments;
+    }
+}
