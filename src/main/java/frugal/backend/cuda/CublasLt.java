@@ -1,0 +1,226 @@
+package frugal.backend.cuda;
+
+import frugal.FrugalException;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+import java.util.HashMap;
+import java.util.Map;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * cuBLASLt matrix products on row-major tensors. Row-major X[r,c] is column-major Xᵀ with leading dimension c,
+ * so out = op(a)·op(b) (row-major) is computed as outᵀ = op(b)ᵀ·op(a)ᵀ (column-major): b is passed as cuBLAS's
+ * A and a as its B. Descriptors and the heuristic's algorithm are cached per shape.
+ */
+final class CublasLt implements AutoCloseable {
+    // library_types.h: cudaDataType_t
+    static final int CUDA_R_32F = 0;
+    static final int CUDA_R_16BF = 14;
+    // cublas_api.h: cublasComputeType_t
+    static final int CUBLAS_COMPUTE_32F = 68;
+    static final int CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
+    // cublas_api.h: cublasOperation_t
+    static final int CUBLAS_OP_N = 0;
+    static final int CUBLAS_OP_T = 1;
+    // cublasLt.h: cublasLtMatmulDescAttributes_t
+    static final int DESC_TRANSA = 3;
+    static final int DESC_TRANSB = 4;
+    static final int DESC_EPILOGUE = 7;
+    // cublasLt.h: cublasLtMatmulPreferenceAttributes_t
+    static final int PREF_MAX_WORKSPACE_BYTES = 1;
+    static final int PREF_MIN_ALIGNMENT_A_BYTES = 5;
+    static final int PREF_MIN_ALIGNMENT_B_BYTES = 6;
+    static final int PREF_MIN_ALIGNMENT_C_BYTES = 7;
+    static final int PREF_MIN_ALIGNMENT_D_BYTES = 8;
+    // cublasLt.h: sizeof(cublasLtMatmulAlgo_t) = 64; cublasLtMatmulHeuristicResult_t = {algo, size_t workspaceSize,
+    // cublasStatus_t state, float wavesCount, int reserved[4]}
+    private static final long ALGO_BYTES = 64;
+    private static final long HEURISTIC_RESULT_BYTES = 96;
+    private static final long WORKSPACE_BYTES = 32L << 20;
+
+    private static volatile NativeLibs.Lib library;
+
+    private final CudaDriver cu;
+    private final MemorySegment stream;
+    private final Arena arena = Arena.ofShared();
+    private final MethodHandle matmulHandle, getStatusString;
+    private final MethodHandle descCreate, descSet, descDestroy, layoutCreate, layoutDestroy, prefCreate, prefSet,
+            prefDestroy, heuristic, destroy;
+    private final MemorySegment handle;
+    private final long workspace;
+    private final MemorySegment alpha, betaZero, betaOne;
+    private final Map<PlanKey, Plan> plans = new HashMap<>();
+
+    static NativeLibs.Lib library() {
+        NativeLibs.Lib l = library;
+        if (l == null) {
+            synchronized (CublasLt.class) {
+                if (library == null) library = NativeLibs.load("cuBLASLt", "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so");
+                l = library;
+            }
+        }
+        return l;
+    }
+
+    CublasLt(CudaDriver cu, MemorySegment stream) {
+        this.cu = cu;
+        this.stream = stream;
+        NativeLibs.Lib lib = library();
+        MethodHandle create = lib.fn("cublasLtCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        destroy = lib.fn("cublasLtDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        getStatusString = lib.fn("cublasLtGetStatusString", FunctionDescriptor.of(ADDRESS, JAVA_INT));
+        descCreate = lib.fn("cublasLtMatmulDescCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
+        descSet = lib.fn("cublasLtMatmulDescSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG));
+        descDestroy = lib.fn("cublasLtMatmulDescDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        layoutCreate = lib.fn("cublasLtMatrixLayoutCreate",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG));
+        layoutDestroy = lib.fn("cublasLtMatrixLayoutDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        prefCreate = lib.fn("cublasLtMatmulPreferenceCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        prefSet = lib.fn("cublasLtMatmulPreferenceSetAttribute",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG));
+        prefDestroy = lib.fn("cublasLtMatmulPreferenceDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        heuristic = lib.fn("cublasLtMatmulAlgoGetHeuristic", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS,
+                ADDRESS, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS, ADDRESS));
+        matmulHandle = lib.fn("cublasLtMatmul", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS,
+                ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
+        MemorySegment h = arena.allocate(ADDRESS);
+        check("cublasLtCreate", invoke(create, h));
+        handle = h.get(ADDRESS, 0);
+        workspace = cu.malloc(WORKSPACE_BYTES);
+        alpha = arena.allocateFrom(JAVA_FLOAT, 1f);
+        betaZero = arena.allocateFrom(JAVA_FLOAT, 0f);
+        betaOne = arena.allocateFrom(JAVA_FLOAT, 1f);
+    }
+
+    private String statusText(int status) {
+        try {
+            MemorySegment s = (MemorySegment) getStatusString.invokeExact(status);
+            return s.equals(MemorySegment.NULL) ? "cublasStatus_t " + status : s.reinterpret(256).getString(0) + " (" + status + ")";
+        } catch (Throwable t) {
+            return "cublasStatus_t " + status;
+        }
+    }
+
+    private void check(String call, int status) {
+        if (status != 0) throw new FrugalException(call + " failed: " + statusText(status));
+    }
+
+    private static int invoke(MethodHandle h, Object... args) {
+        try {
+            return (int) h.invokeWithArguments(args);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new FrugalException("native call failed: " + t, t);
+        }
+    }
+
+    private record PlanKey(int m, int n, int k, boolean transA, boolean transB, int abType, int cType, int computeType,
+                           int alignA, int alignB, int alignC) {
+    }
+
+    private record Plan(MemorySegment desc, MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutC,
+                        MemorySegment algo) {
+    }
+
+    /** Largest power of two (up to 256) dividing the address: the alignment the heuristic may assume. */
+    private static int alignment(long address) {
+        int a = 256;
+        while (a > 4 && (address & (a - 1)) != 0) a >>= 1;
+        return a;
+    }
+
+    /**
+     * out[m,n] = op(a)·op(b) (+ out when accumulate), all row-major device pointers. abType and cType are
+     * cudaDataType_t values, computeType a cublasComputeType_t; alpha and beta are fp32.
+     */
+    void matmul(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
+                int abType, int cType, int computeType) {
+        if (m == 0 || n == 0) return;
+        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out));
+        Plan plan = plans.computeIfAbsent(key, this::plan);
+        int r = invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
+                MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
+                plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, plan.algo == null ? MemorySegment.NULL : plan.algo,
+                MemorySegment.ofAddress(workspace), WORKSPACE_BYTES, stream);
+        if (r != 0) {
+            throw new FrugalException("cublasLtMatmul(m=" + m + ", n=" + n + ", k=" + k + ", transA=" + transA + ", transB="
+                    + transB + ") failed: " + statusText(r));
+        }
+    }
+
+    private Plan plan(PlanKey key) {
+        MemorySegment p = arena.allocate(ADDRESS);
+        check("cublasLtMatmulDescCreate", invoke(descCreate, p, key.computeType, CUDA_R_32F));
+        MemorySegment desc = p.get(ADDRESS, 0);
+        // cuBLAS's A is our b: column-major view of row-major b[k,n] is bᵀ[n,k] (op N); of b[n,k] (transB) it is
+        // [k,n] and needs op T.
+        setInt(desc, DESC_TRANSA, key.transB ? CUBLAS_OP_T : CUBLAS_OP_N);
+        setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
+        MemorySegment layoutA = key.transB ? layout(key.abType, key.k, key.n, key.k) : layout(key.abType, key.n, key.k, key.n);
+        MemorySegment layoutB = key.transA ? layout(key.abType, key.m, key.k, key.m) : layout(key.abType, key.k, key.m, key.k);
+        MemorySegment layoutC = layout(key.cType, key.n, key.m, key.n);
+        MemorySegment algo = null;
+        check("cublasLtMatmulPreferenceCreate", invoke(prefCreate, p));
+        MemorySegment pref = p.get(ADDRESS, 0);
+        try {
+            setPref(pref, PREF_MAX_WORKSPACE_BYTES, arena.allocateFrom(JAVA_LONG, WORKSPACE_BYTES), 8);
+            setPref(pref, PREF_MIN_ALIGNMENT_A_BYTES, arena.allocateFrom(JAVA_INT, key.alignA), 4);
+            setPref(pref, PREF_MIN_ALIGNMENT_B_BYTES, arena.allocateFrom(JAVA_INT, key.alignB), 4);
+            setPref(pref, PREF_MIN_ALIGNMENT_C_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
+            setPref(pref, PREF_MIN_ALIGNMENT_D_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
+            MemorySegment results = arena.allocate(HEURISTIC_RESULT_BYTES * 2, 16);
+            MemorySegment count = arena.allocate(JAVA_INT);
+            int r = invoke(heuristic, handle, desc, layoutA, layoutB, layoutC, layoutC, pref, 1, results, count);
+            if (r == 0 && count.get(JAVA_INT, 0) > 0 && results.get(JAVA_INT, ALGO_BYTES + 8) == 0) {
+                algo = arena.allocate(ALGO_BYTES, 16);
+                algo.copyFrom(results.asSlice(0, ALGO_BYTES));
+            } else if (r != 0) {
+                throw new FrugalException("cublasLtMatmulAlgoGetHeuristic(m=" + key.m + ", n=" + key.n + ", k=" + key.k
+                        + ") failed: " + statusText(r));
+            } else {
+                throw new FrugalException("cublasLtMatmulAlgoGetHeuristic found no algorithm for m=" + key.m + ", n=" + key.n
+                        + ", k=" + key.k + " with alignments " + key.alignA + "/" + key.alignB + "/" + key.alignC + " bytes");
+            }
+        } finally {
+            invoke(prefDestroy, pref);
+        }
+        return new Plan(desc, layoutA, layoutB, layoutC, algo);
+    }
+
+    private void setInt(MemorySegment desc, int attribute, int value) {
+        check("cublasLtMatmulDescSetAttribute(" + attribute + ")",
+                invoke(descSet, desc, attribute, arena.allocateFrom(JAVA_INT, value), 4L));
+    }
+
+    private void setPref(MemorySegment pref, int attribute, MemorySegment value, long bytes) {
+        check("cublasLtMatmulPreferenceSetAttribute(" + attribute + ")", invoke(prefSet, pref, attribute, value, bytes));
+    }
+
+    private MemorySegment layout(int type, long rows, long cols, long ld) {
+        MemorySegment p = arena.allocate(ADDRESS);
+        check("cublasLtMatrixLayoutCreate(" + rows + "x" + cols + ", ld " + ld + ")", invoke(layoutCreate, p, type, rows, cols, ld));
+        return p.get(ADDRESS, 0);
+    }
+
+    @Override
+    public void close() {
+        for (Plan plan : plans.values()) {
+            invoke(descDestroy, plan.desc);
+            invoke(layoutDestroy, plan.layoutA);
+            invoke(layoutDestroy, plan.layoutB);
+            invoke(layoutDestroy, plan.layoutC);
+        }
+        plans.clear();
+        invoke(destroy, handle);
+        cu.free(workspace);
+        arena.close();
+    }
+}

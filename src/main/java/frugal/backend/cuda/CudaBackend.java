@@ -1,0 +1,544 @@
+package frugal.backend.cuda;
+
+import frugal.FrugalException;
+import frugal.backend.Backend;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The GPU backend: CUDA driver API, NVRTC-compiled kernels and cuBLASLt, all through java.lang.foreign. Tensors
+ * hold device addresses ({@code MemorySegment.ofAddress(ptr).reinterpret(bytes)}), never dereferenced on the host;
+ * {@code slice} and {@code view} work on them as on host tensors.
+ *
+ * <p>All work is queued on one stream of the device's primary context; {@link #download} and {@link #synchronize}
+ * wait for it. One backend is meant for one thread at a time (it makes its context current on whichever thread
+ * calls it). Float32 ops now; the layouts and the cuBLASLt plan cache take a data type, so bf16 can be added op by op.
+ */
+public final class CudaBackend implements Backend {
+    private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
+            ATTENTION = "attention.cu";
+    private static final int ATTENTION_WARPS = 8;
+    private static volatile Boolean available;
+    private static volatile String unavailableReason = "not checked";
+
+    private final CudaDriver cu;
+    private final int ordinal;
+    private final int device;
+    private final MemorySegment context;
+    private final MemorySegment stream;
+    private final int arch;
+    private final int smCount;
+    private final String deviceName;
+    private final Kernels kernels;
+    private final CublasLt blas;
+    private final boolean tf32;
+    /** Live allocations by device address, with their sizes; freed by {@link #release} or {@link #close}. */
+    private final Map<Long, Long> allocations = new LinkedHashMap<>();
+    private long scratchPtr;
+    private long scratchBytes;
+    private Thread boundThread;
+    private boolean closed;
+
+    /** Device 0, exact fp32 matrix products. */
+    public CudaBackend() {
+        this(0, Boolean.parseBoolean(System.getenv().getOrDefault("FRUGAL_CUDA_TF32", "false")));
+    }
+
+    /**
+     * @param ordinal the CUDA device
+     * @param tf32    matrix products of fp32 tensors with TF32 tensor cores (about 3e-4 relative error) instead of
+     *                exact fp32
+     */
+    public CudaBackend(int ordinal, boolean tf32) {
+        this.cu = CudaDriver.get();
+        this.ordinal = ordinal;
+        this.tf32 = tf32;
+        int count = cu.deviceCount();
+        if (ordinal < 0 || ordinal >= count) {
+            throw new FrugalException("CUDA device " + ordinal + " requested, but " + count + " device(s) are visible");
+        }
+        device = cu.device(ordinal);
+        deviceName = cu.deviceName(device);
+        arch = cu.attribute(device, CudaDriver.ATTR_COMPUTE_CAPABILITY_MAJOR) * 10
+                + cu.attribute(device, CudaDriver.ATTR_COMPUTE_CAPABILITY_MINOR);
+        smCount = cu.attribute(device, CudaDriver.ATTR_MULTIPROCESSOR_COUNT);
+        int maxShared = cu.attribute(device, CudaDriver.ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+        context = cu.primaryContextRetain(device);
+        cu.setCurrent(context);
+        boundThread = Thread.currentThread();
+        stream = cu.streamCreate(CudaDriver.STREAM_NON_BLOCKING);
+        kernels = new Kernels(cu, arch, maxShared, stream);
+        blas = new CublasLt(cu, stream);
+    }
+
+    /**
+     * True when the CUDA driver, NVRTC and cuBLASLt load and at least one GPU is visible. Never throws; the reason
+     * for a false is in {@link #unavailableReason()}.
+     */
+    public static boolean isAvailable() {
+        Boolean a = available;
+        if (a == null) {
+            synchronized (CudaBackend.class) {
+                a = available;
+                if (a == null) {
+                    try {
+                        CudaDriver d = CudaDriver.get();
+                        if (d.deviceCount() < 1) {
+                            unavailableReason = "the CUDA driver sees no GPU";
+                            a = false;
+                        } else {
+                            Nvrtc.get().version();
+                            CublasLt.library();
+                            unavailableReason = "";
+                            a = true;
+                        }
+                    } catch (Throwable t) {
+                        unavailableReason = t.getMessage() == null ? t.toString() : t.getMessage();
+                        a = false;
+                    }
+                    available = a;
+                }
+            }
+        }
+        return a;
+    }
+
+    public static String unavailableReason() {
+        isAvailable();
+        return unavailableReason;
+    }
+
+    @Override
+    public String name() {
+        return "cuda:" + ordinal + " (" + deviceName + ", sm_" + arch + ")";
+    }
+
+    public int computeCapability() {
+        return arch;
+    }
+
+    /** {free, total} bytes of device memory. */
+    public long[] memoryInfo() {
+        bind();
+        return cu.memoryInfo();
+    }
+
+    private void bind() {
+        if (closed) throw new FrugalException("the CUDA backend is closed");
+        Thread t = Thread.currentThread();
+        if (t != boundThread) {
+            cu.setCurrent(context);
+            boundThread = t;
+        }
+    }
+
+    // ---- memory
+
+    @Override
+    public Tensor allocate(DType dtype, int... shape) {
+        bind();
+        long bytes = Math.max(1, Tensor.count(shape) * dtype.bytes);
+        long rounded = (bytes + 255) & ~255L;
+        long ptr = cu.malloc(rounded);
+        allocations.put(ptr, rounded);
+        cu.memsetD8(ptr, (byte) 0, rounded, stream);
+        return new Tensor(MemorySegment.ofAddress(ptr).reinterpret(bytes), dtype, shape);
+    }
+
+    /** Frees a tensor made by {@link #allocate} (not a slice or view of one) now rather than at {@link #close}. */
+    public void release(Tensor t) {
+        bind();
+        long ptr = t.data().address();
+        if (allocations.remove(ptr) == null) {
+            throw new FrugalException("release: " + t + " at 0x" + Long.toHexString(ptr) + " is not an allocation of this backend");
+        }
+        cu.streamSynchronize(stream);
+        cu.free(ptr);
+    }
+
+    /** A device buffer of at least {@code bytes} for temporaries of one op; reused by the next op on the stream. */
+    private long scratch(long bytes) {
+        if (bytes > scratchBytes) {
+            if (scratchPtr != 0) {
+                cu.streamSynchronize(stream);
+                cu.free(scratchPtr);
+            }
+            scratchBytes = Math.max(bytes, 1 << 20);
+            scratchPtr = cu.malloc(scratchBytes);
+        }
+        return scratchPtr;
+    }
+
+    private Tensor scratchTensor(long bytes) {
+        long ptr = scratch(bytes);
+        return new Tensor(MemorySegment.ofAddress(ptr).reinterpret(bytes), DType.I8, (int) bytes);
+    }
+
+    @Override
+    public void upload(Tensor dst, MemorySegment host) {
+        bind();
+        long bytes = dst.byteSize();
+        checkHost("upload", host, bytes);
+        if (host.isNative()) {
+            cu.copyHtoD(dst.data().address(), host, bytes, stream);
+            cu.streamSynchronize(stream); // the caller may free or reuse host memory as soon as we return
+        } else {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment staging = arena.allocate(bytes, 64);
+                MemorySegment.copy(host, 0, staging, 0, bytes);
+                cu.copyHtoD(dst.data().address(), staging, bytes, stream);
+                cu.streamSynchronize(stream);
+            }
+        }
+    }
+
+    @Override
+    public void download(Tensor src, MemorySegment host) {
+        bind();
+        long bytes = src.byteSize();
+        checkHost("download", host, bytes);
+        if (host.isNative()) {
+            cu.copyDtoH(host, src.data().address(), bytes, stream);
+            cu.streamSynchronize(stream);
+        } else {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment staging = arena.allocate(bytes, 64);
+                cu.copyDtoH(staging, src.data().address(), bytes, stream);
+                cu.streamSynchronize(stream);
+                MemorySegment.copy(staging, 0, host, 0, bytes);
+            }
+        }
+    }
+
+    private static void checkHost(String op, MemorySegment host, long bytes) {
+        if (host.byteSize() < bytes) {
+            throw new FrugalException(op + ": host segment of " + host.byteSize() + " bytes is smaller than the tensor's " + bytes);
+        }
+    }
+
+    @Override
+    public void zero(Tensor t) {
+        bind();
+        if (t.byteSize() > 0) cu.memsetD8(t.data().address(), (byte) 0, t.byteSize(), stream);
+    }
+
+    @Override
+    public void copy(Tensor dst, Tensor src) {
+        bind();
+        if (dst.byteSize() < src.byteSize()) {
+            throw new FrugalException("copy: " + dst + " is smaller than " + src);
+        }
+        if (src.byteSize() > 0) cu.copyDtoD(dst.data().address(), src.data().address(), src.byteSize(), stream);
+    }
+
+    @Override
+    public void synchronize() {
+        bind();
+        cu.streamSynchronize(stream);
+    }
+
+    // ---- launch helpers
+
+    private static void f32(String op, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null && t.dtype() != DType.F32) {
+                throw new FrugalException(op + " on the CUDA backend takes F32 tensors, got " + t);
+            }
+        }
+    }
+
+    private static void need(String op, String what, Tensor t, long elements) {
+        if (t.size() < elements) {
+            throw new FrugalException(op + ": " + what + " " + t + " holds " + t.size() + " elements, " + elements + " needed");
+        }
+    }
+
+    /** Blocks for a grid-stride loop over n elements with 256 threads each. */
+    private int blocks(long n) {
+        return (int) Math.max(1, Math.min((n + 255) / 256, (long) smCount * 32));
+    }
+
+    private void elementwise(String file, String kernel, long n, Object... args) {
+        if (n <= 0) return;
+        kernels.launch(file, kernel, blocks(n), 1, 1, 256, 1, 1, 0, args);
+    }
+
+    private static int rowThreads(int cols) {
+        return cols >= 1024 ? 512 : cols >= 256 ? 256 : 128;
+    }
+
+    // ---- linear algebra
+
+    @Override
+    public void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate) {
+        bind();
+        f32("matmul", out, a, b);
+        need("matmul", "a", a, (long) m * k);
+        need("matmul", "b", b, (long) k * n);
+        need("matmul", "out", out, (long) m * n);
+        if (m == 0 || n == 0) return;
+        if (k == 0) {
+            if (!accumulate) cu.memsetD8(out.data().address(), (byte) 0, (long) m * n * 4, stream);
+            return;
+        }
+        blas.matmul(out.data().address(), a.data().address(), b.data().address(), m, n, k, transA, transB, accumulate,
+                CublasLt.CUDA_R_32F, CublasLt.CUDA_R_32F, tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F);
+    }
+
+    @Override
+    public void addBias(Tensor out, Tensor bias, int rows, int cols) {
+        bind();
+        f32("addBias", out, bias);
+        need("addBias", "out", out, (long) rows * cols);
+        need("addBias", "bias", bias, cols);
+        elementwise(ELEMENTWISE, "add_bias_f32", (long) rows * cols, out, bias, rows, cols);
+    }
+
+    @Override
+    public void biasBackward(Tensor dbias, Tensor dout, int rows, int cols) {
+        bind();
+        f32("biasBackward", dbias, dout);
+        need("biasBackward", "dout", dout, (long) rows * cols);
+        need("biasBackward", "dbias", dbias, cols);
+        if (rows == 0 || cols == 0) return;
+        int colBlocks = (cols + 31) / 32;
+        // enough row chunks to fill the device about four times over, at least 64 rows each
+        int rowChunks = Math.max(1, Math.min((rows + 63) / 64, Math.max(1, smCount * 4 / colBlocks)));
+        int rowsPerBlock = (rows + rowChunks - 1) / rowChunks;
+        rowChunks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        kernels.launch(ELEMENTWISE, "bias_backward_f32", colBlocks, rowChunks, 1, 32, 8, 1, 0, dbias, dout, rows, cols, rowsPerBlock);
+    }
+
+    // ---- normalization
+
+    @Override
+    public void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias,
+                                 int rows, int cols, float eps) {
+        bind();
+        f32("layerNormForward", out, mean, rstd, x, weight, bias);
+        need("layerNormForward", "x", x, (long) rows * cols);
+        need("layerNormForward", "out", out, (long) rows * cols);
+        if (rows == 0) return;
+        kernels.launch(NORMS, "layernorm_forward_f32", rows, 1, 1, rowThreads(cols), 1, 1, 0,
+                out, mean, rstd, x, weight, bias, rows, cols, eps);
+    }
+
+    @Override
+    public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
+                                  Tensor mean, Tensor rstd, int rows, int cols) {
+        bind();
+        f32("layerNormBackward", dx, dweight, dbias, dout, x, weight, mean, rstd);
+        need("layerNormBackward", "dx", dx, (long) rows * cols);
+        if (rows == 0) return;
+        int shared = (2 * cols + 32) * 4;
+        kernels.launch(NORMS, "layernorm_backward_f32", Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
+                dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+    }
+
+    @Override
+    public void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps) {
+        bind();
+        f32("rmsNormForward", out, rstd, x, weight);
+        need("rmsNormForward", "x", x, (long) rows * cols);
+        if (rows == 0) return;
+        kernels.launch(NORMS, "rmsnorm_forward_f32", rows, 1, 1, rowThreads(cols), 1, 1, 0, out, rstd, x, weight, rows, cols, eps);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight, Tensor rstd, int rows, int cols) {
+        bind();
+        f32("rmsNormBackward", dx, dweight, dout, x, weight, rstd);
+        need("rmsNormBackward", "dx", dx, (long) rows * cols);
+        if (rows == 0) return;
+        int shared = (cols + 32) * 4;
+        kernels.launch(NORMS, "rmsnorm_backward_f32", Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
+                dx, dweight, dout, x, weight, rstd, rows, cols);
+    }
+
+    // ---- activations
+
+    @Override
+    public void geluForward(Tensor out, Tensor x, long n) {
+        bind();
+        f32("geluForward", out, x);
+        elementwise(ELEMENTWISE, "gelu_forward_f32", n, out, x, n);
+    }
+
+    @Override
+    public void geluBackward(Tensor dx, Tensor dout, Tensor x, long n) {
+        bind();
+        f32("geluBackward", dx, dout, x);
+        elementwise(ELEMENTWISE, "gelu_backward_f32", n, dx, dout, x, n);
+    }
+
+    @Override
+    public void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden) {
+        bind();
+        f32("swigluForward", out, gateUp);
+        need("swigluForward", "gateUp", gateUp, 2L * rows * hidden);
+        elementwise(ELEMENTWISE, "swiglu_forward_f32", (long) rows * hidden, out, gateUp, rows, hidden);
+    }
+
+    @Override
+    public void swigluBackward(Tensor dGateUp, Tensor dout, Tensor gateUp, int rows, int hidden) {
+        bind();
+        f32("swigluBackward", dGateUp, dout, gateUp);
+        need("swigluBackward", "dGateUp", dGateUp, 2L * rows * hidden);
+        elementwise(ELEMENTWISE, "swiglu_backward_f32", (long) rows * hidden, dGateUp, dout, gateUp, rows, hidden);
+    }
+
+    // ---- attention
+
+    @Override
+    public void rope(Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim, float theta, boolean inverse) {
+        bind();
+        f32("rope", qkv);
+        need("rope", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        elementwise(ELEMENTWISE, "rope_f32", (long) batch * seq * (nHead + nKvHead) * (headDim / 2),
+                qkv, batch, seq, nHead, nKvHead, headDim, theta, inverse ? 1 : 0);
+    }
+
+    private static int headChunks(int headDim) {
+        if (headDim <= 32) return 1;
+        if (headDim <= 64) return 2;
+        if (headDim <= 128) return 4;
+        if (headDim <= 256) return 8;
+        throw new FrugalException("attention on the CUDA backend supports headDim up to 256, got " + headDim);
+    }
+
+    private static void checkHeads(String op, int nHead, int nKvHead) {
+        if (nKvHead <= 0 || nHead % nKvHead != 0) {
+            throw new FrugalException(op + ": nHead " + nHead + " must be a multiple of nKvHead " + nKvHead);
+        }
+    }
+
+    @Override
+    public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
+        bind();
+        f32("attentionForward", out, lse, qkv);
+        checkHeads("attentionForward", nHead, nKvHead);
+        need("attentionForward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need("attentionForward", "out", out, (long) batch * seq * nHead * headDim);
+        need("attentionForward", "lse", lse, (long) batch * nHead * seq);
+        if (batch == 0 || seq == 0) return;
+        int nc = headChunks(headDim);
+        int dp = headDim + 1;
+        int shared = (2 * 32 * dp + ATTENTION_WARPS * headDim) * 4;
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        kernels.launch(ATTENTION, "attention_forward_f32_" + nc, (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS, nHead, batch,
+                32 * ATTENTION_WARPS, 1, 1, shared, out, lse, qkv, seq, nHead, nKvHead, headDim, scale);
+    }
+
+    @Override
+    public void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
+                                  int batch, int seq, int nHead, int nKvHead, int headDim) {
+        bind();
+        f32("attentionBackward", dqkv, dout, out, lse, qkv);
+        checkHeads("attentionBackward", nHead, nKvHead);
+        need("attentionBackward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need("attentionBackward", "dqkv", dqkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need("attentionBackward", "dout", dout, (long) batch * seq * nHead * headDim);
+        if (batch == 0 || seq == 0) return;
+        int nc = headChunks(headDim);
+        int dp = headDim + 1;
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        long rows = (long) batch * seq * nHead;
+        Tensor delta = scratchTensor(rows * 4);
+        kernels.launch(ATTENTION, "attention_delta_f32", (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
+                32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
+        int qBlocks = (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS;
+        int sharedDq = (2 * 32 * dp + 2 * ATTENTION_WARPS * headDim) * 4;
+        kernels.launch(ATTENTION, "attention_backward_dq_f32_" + nc, qBlocks, nHead, batch, 32 * ATTENTION_WARPS, 1, 1, sharedDq,
+                dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, headDim, scale);
+        int sharedDkv = (2 * 32 * dp + 2 * 32 + 2 * ATTENTION_WARPS * headDim) * 4;
+        kernels.launch(ATTENTION, "attention_backward_dkv_f32_" + nc, qBlocks, nKvHead, batch, 32 * ATTENTION_WARPS, 1, 1,
+                sharedDkv, dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, headDim, scale);
+    }
+
+    // ---- embedding, residual, loss
+
+    @Override
+    public void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate) {
+        bind();
+        f32("embeddingForward", out, table);
+        need("embeddingForward", "out", out, (long) rows * cols);
+        need("embeddingForward", "ids", ids, rows);
+        elementwise(ELEMENTWISE, "embedding_forward_f32", (long) rows * cols, out, table, ids, rows, cols,
+                table.size() / Math.max(1, cols), accumulate ? 1 : 0);
+    }
+
+    @Override
+    public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids, int rows, int cols) {
+        bind();
+        f32("embeddingBackward", dtable, dout);
+        need("embeddingBackward", "dout", dout, (long) rows * cols);
+        elementwise(ELEMENTWISE, "embedding_backward_f32", (long) rows * cols, dtable, dout, ids, rows, cols,
+                dtable.size() / Math.max(1, cols));
+    }
+
+    @Override
+    public void add(Tensor out, Tensor a, Tensor b, long n) {
+        bind();
+        f32("add", out, a, b);
+        elementwise(ELEMENTWISE, "add_f32", n, out, a, b, n);
+    }
+
+    @Override
+    public void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, int rows, int vocab, float gradScale) {
+        bind();
+        f32("crossEntropy", losses, dlogits, logits);
+        need("crossEntropy", "logits", logits, (long) rows * vocab);
+        need("crossEntropy", "targets", targets, rows);
+        if (rows == 0) return;
+        kernels.launch(LOSS, "cross_entropy_f32", rows, 1, 1, vocab >= 4096 ? 1024 : 256, 1, 1, 0,
+                losses, dlogits, logits, targets, rows, vocab, gradScale);
+    }
+
+    // ---- optimizer
+
+    @Override
+    public void sumOfSquares(Tensor out, Tensor x, long n, boolean accumulate) {
+        bind();
+        f32("sumOfSquares", out, x);
+        int parts = (int) Math.max(1, Math.min((n + 255) / 256, (long) smCount * 8));
+        Tensor partials = scratchTensor(parts * 8L);
+        if (n > 0) kernels.launch(OPTIM, "sum_squares_partial_f32", parts, 1, 1, 256, 1, 1, 0, partials, x, n);
+        else cu.memsetD8(partials.data().address(), (byte) 0, 8, stream);
+        kernels.launch(OPTIM, "sum_squares_final_f32", 1, 1, 1, 1024, 1, 1, 0, out, partials, parts, accumulate ? 1 : 0);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2,
+                      float eps, float weightDecay, int step, Tensor normSquared, float maxNorm) {
+        bind();
+        f32("adamw", param, grad, m, v, normSquared);
+        float decay = 1f - lr * weightDecay;
+        float stepSize = (float) (lr / (1 - Math.pow(beta1, step)));
+        float correction2Sqrt = (float) Math.sqrt(1 - Math.pow(beta2, step));
+        elementwise(OPTIM, "adamw_f32", n, param, grad, m, v, n, beta1, beta2, eps, decay, stepSize, correction2Sqrt,
+                normSquared, maxNorm);
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        cu.setCurrent(context);
+        try {
+            cu.streamSynchronize(stream);
+        } finally {
+            blas.close();
+            kernels.close();
+            for (long ptr : allocations.keySet()) cu.free(ptr);
+            allocations.clear();
+            if (scratchPtr != 0) cu.free(scratchPtr);
+            cu.streamDestroy(stream);
+            cu.primaryContextRelease(device);
+            closed = true;
+        }
+    }
+}

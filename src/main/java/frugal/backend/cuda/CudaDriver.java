@@ -1,0 +1,291 @@
+package frugal.backend.cuda;
+
+import frugal.FrugalException;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The CUDA driver API (libcuda.so.1) through java.lang.foreign. Every call's result is checked: a failure throws
+ * a FrugalException naming the call and the driver's error name and string. Handles (contexts, streams,
+ * modules, functions) are MemorySegments holding the pointer; device pointers are longs.
+ */
+final class CudaDriver {
+    // cuda.h: CUdevice_attribute
+    static final int ATTR_MULTIPROCESSOR_COUNT = 16;
+    static final int ATTR_COMPUTE_CAPABILITY_MAJOR = 75;
+    static final int ATTR_COMPUTE_CAPABILITY_MINOR = 76;
+    static final int ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+    // cuda.h: CUfunction_attribute
+    static final int FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+    // cuda.h: CUstream_flags
+    static final int STREAM_NON_BLOCKING = 0x1;
+
+    private static volatile CudaDriver instance;
+
+    final NativeLibs.Lib lib;
+    private final MethodHandle cuInit, cuDriverGetVersion, cuDeviceGetCount, cuDeviceGet, cuDeviceGetName,
+            cuDeviceGetAttribute, cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRelease, cuCtxSetCurrent,
+            cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemGetInfo, cuMemcpyHtoDAsync, cuMemcpyDtoHAsync,
+            cuMemcpyDtoDAsync, cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction,
+            cuFuncSetAttribute, cuLaunchKernel, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
+            cuGetErrorString, cuGetErrorName;
+
+    private CudaDriver(NativeLibs.Lib lib) {
+        this.lib = lib;
+        cuInit = lib.fn("cuInit", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
+        cuDriverGetVersion = lib.fn("cuDriverGetVersion", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuDeviceGetCount = lib.fn("cuDeviceGetCount", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuDeviceGet = lib.fn("cuDeviceGet", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuDeviceGetName = lib.fn("cuDeviceGetName", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
+        cuDeviceGetAttribute = lib.fn("cuDeviceGetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
+        cuDevicePrimaryCtxRetain = lib.fn("cuDevicePrimaryCtxRetain", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuDevicePrimaryCtxRelease = lib.fn("cuDevicePrimaryCtxRelease_v2", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
+        cuCtxSetCurrent = lib.fn("cuCtxSetCurrent", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuCtxSynchronize = lib.fn("cuCtxSynchronize", FunctionDescriptor.of(JAVA_INT));
+        cuMemAlloc = lib.fn("cuMemAlloc_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG));
+        cuMemFree = lib.fn("cuMemFree_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG));
+        cuMemGetInfo = lib.fn("cuMemGetInfo_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuMemcpyHtoDAsync = lib.fn("cuMemcpyHtoDAsync_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS));
+        cuMemcpyDtoHAsync = lib.fn("cuMemcpyDtoHAsync_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS));
+        cuMemcpyDtoDAsync = lib.fn("cuMemcpyDtoDAsync_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, ADDRESS));
+        cuMemsetD8Async = lib.fn("cuMemsetD8Async", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_BYTE, JAVA_LONG, ADDRESS));
+        cuModuleLoadData = lib.fn("cuModuleLoadData", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuModuleUnload = lib.fn("cuModuleUnload", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuModuleGetFunction = lib.fn("cuModuleGetFunction", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+        cuFuncSetAttribute = lib.fn("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
+        cuLaunchKernel = lib.fn("cuLaunchKernel", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+        cuStreamCreate = lib.fn("cuStreamCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuStreamDestroy = lib.fn("cuStreamDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuStreamSynchronize = lib.fn("cuStreamSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuGetErrorString = lib.fn("cuGetErrorString", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
+        cuGetErrorName = lib.fn("cuGetErrorName", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
+    }
+
+    /** Loads libcuda and runs cuInit(0) once per process. */
+    static CudaDriver get() {
+        CudaDriver d = instance;
+        if (d == null) {
+            synchronized (CudaDriver.class) {
+                d = instance;
+                if (d == null) {
+                    d = new CudaDriver(NativeLibs.load("the CUDA driver", "libcuda.so.1", "libcuda.so"));
+                    d.check("cuInit", d.invokeInt(d.cuInit, 0));
+                    instance = d;
+                }
+            }
+        }
+        return d;
+    }
+
+    // ---- error handling
+
+    String errorText(int code) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = arena.allocate(ADDRESS);
+            String name = "CUresult " + code, text = "";
+            if ((int) cuGetErrorName.invokeExact(code, p) == 0 && !p.get(ADDRESS, 0).equals(MemorySegment.NULL)) {
+                name = p.get(ADDRESS, 0).reinterpret(256).getString(0);
+            }
+            if ((int) cuGetErrorString.invokeExact(code, p) == 0 && !p.get(ADDRESS, 0).equals(MemorySegment.NULL)) {
+                text = ": " + p.get(ADDRESS, 0).reinterpret(1024).getString(0);
+            }
+            return name + text;
+        } catch (Throwable t) {
+            return "CUresult " + code;
+        }
+    }
+
+    void check(String call, int result) {
+        if (result != 0) throw new FrugalException(call + " failed: " + errorText(result));
+    }
+
+    private static int invokeInt(MethodHandle h, Object... args) {
+        try {
+            return (int) h.invokeWithArguments(args);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new FrugalException("native call failed: " + t, t);
+        }
+    }
+
+    private void call(String name, MethodHandle h, Object... args) {
+        check(name, invokeInt(h, args));
+    }
+
+    // ---- device and context
+
+    int driverVersion() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_INT);
+            call("cuDriverGetVersion", cuDriverGetVersion, v);
+            return v.get(JAVA_INT, 0);
+        }
+    }
+
+    int deviceCount() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_INT);
+            call("cuDeviceGetCount", cuDeviceGetCount, v);
+            return v.get(JAVA_INT, 0);
+        }
+    }
+
+    int device(int ordinal) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_INT);
+            call("cuDeviceGet(" + ordinal + ")", cuDeviceGet, v, ordinal);
+            return v.get(JAVA_INT, 0);
+        }
+    }
+
+    String deviceName(int device) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(256);
+            call("cuDeviceGetName", cuDeviceGetName, v, 256, device);
+            return v.getString(0);
+        }
+    }
+
+    int attribute(int device, int attribute) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_INT);
+            call("cuDeviceGetAttribute(" + attribute + ")", cuDeviceGetAttribute, v, attribute, device);
+            return v.get(JAVA_INT, 0);
+        }
+    }
+
+    MemorySegment primaryContextRetain(int device) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, v, device);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void primaryContextRelease(int device) {
+        call("cuDevicePrimaryCtxRelease_v2", cuDevicePrimaryCtxRelease, device);
+    }
+
+    void setCurrent(MemorySegment context) {
+        call("cuCtxSetCurrent", cuCtxSetCurrent, context);
+    }
+
+    void contextSynchronize() {
+        call("cuCtxSynchronize", cuCtxSynchronize);
+    }
+
+    /** {free, total} bytes of device memory. */
+    long[] memoryInfo() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment f = arena.allocate(JAVA_LONG), t = arena.allocate(JAVA_LONG);
+            call("cuMemGetInfo_v2", cuMemGetInfo, f, t);
+            return new long[]{f.get(JAVA_LONG, 0), t.get(JAVA_LONG, 0)};
+        }
+    }
+
+    // ---- memory
+
+    long malloc(long bytes) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_LONG);
+            int r = invokeInt(cuMemAlloc, v, bytes);
+            if (r != 0) {
+                String mem = "";
+                try {
+                    long[] info = memoryInfo();
+                    mem = " (" + (info[0] >> 20) + " MiB free of " + (info[1] >> 20) + " MiB)";
+                } catch (FrugalException ignored) {
+                    // report the allocation failure alone
+                }
+                throw new FrugalException("cuMemAlloc_v2 of " + bytes + " bytes failed: " + errorText(r) + mem);
+            }
+            return v.get(JAVA_LONG, 0);
+        }
+    }
+
+    void free(long devicePtr) {
+        call("cuMemFree_v2", cuMemFree, devicePtr);
+    }
+
+    void copyHtoD(long dst, MemorySegment src, long bytes, MemorySegment stream) {
+        call("cuMemcpyHtoDAsync_v2", cuMemcpyHtoDAsync, dst, src, bytes, stream);
+    }
+
+    void copyDtoH(MemorySegment dst, long src, long bytes, MemorySegment stream) {
+        call("cuMemcpyDtoHAsync_v2", cuMemcpyDtoHAsync, dst, src, bytes, stream);
+    }
+
+    void copyDtoD(long dst, long src, long bytes, MemorySegment stream) {
+        call("cuMemcpyDtoDAsync_v2", cuMemcpyDtoDAsync, dst, src, bytes, stream);
+    }
+
+    void memsetD8(long dst, byte value, long bytes, MemorySegment stream) {
+        call("cuMemsetD8Async", cuMemsetD8Async, dst, value, bytes, stream);
+    }
+
+    // ---- modules and launches
+
+    MemorySegment moduleLoadData(MemorySegment image) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuModuleLoadData", cuModuleLoadData, v, image);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void moduleUnload(MemorySegment module) {
+        call("cuModuleUnload", cuModuleUnload, module);
+    }
+
+    MemorySegment moduleFunction(MemorySegment module, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuModuleGetFunction(" + name + ")", cuModuleGetFunction, v, module, arena.allocateFrom(name));
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void functionAttribute(MemorySegment function, int attribute, int value) {
+        call("cuFuncSetAttribute", cuFuncSetAttribute, function, attribute, value);
+    }
+
+    void launch(String name, MemorySegment function, int gx, int gy, int gz, int bx, int by, int bz, int sharedBytes,
+                MemorySegment stream, MemorySegment params) {
+        int r;
+        try {
+            r = (int) cuLaunchKernel.invokeExact(function, gx, gy, gz, bx, by, bz, sharedBytes, stream, params, MemorySegment.NULL);
+        } catch (Throwable t) {
+            throw new FrugalException("cuLaunchKernel(" + name + ") failed: " + t, t);
+        }
+        if (r != 0) {
+            throw new FrugalException("cuLaunchKernel(" + name + ", grid " + gx + "x" + gy + "x" + gz + ", block " + bx + "x"
+                    + by + "x" + bz + ", " + sharedBytes + " B shared) failed: " + errorText(r));
+        }
+    }
+
+    MemorySegment streamCreate(int flags) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuStreamCreate", cuStreamCreate, v, flags);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void streamDestroy(MemorySegment stream) {
+        call("cuStreamDestroy_v2", cuStreamDestroy, stream);
+    }
+
+    void streamSynchronize(MemorySegment stream) {
+        call("cuStreamSynchronize", cuStreamSynchronize, stream);
+    }
+}
