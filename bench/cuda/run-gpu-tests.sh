@@ -14,7 +14,7 @@ case "${1:-}" in
   prepare)
     export JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}
     [ -x .gpu-jre/bin/java ] || ../shared/tools/gpu-jre.sh .gpu-jre || /work/shared/tools/gpu-jre.sh .gpu-jre
-    mvn -q -o package test-compile -DskipTests
+    mvn -q -o package -DskipTests   # also compiles the tests
     jar=~/.m2/repository/org/junit/platform/junit-platform-console-standalone/1.11.4/$JUNIT
     [ -f "$jar" ] || mvn -q dependency:get -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4
     rm -rf .gpu-build && mkdir -p .gpu-build

@@ -118,6 +118,11 @@ public final class CudaBackend implements Backend {
         return "cuda:" + ordinal + " (" + deviceName + ", sm_" + arch + ")";
     }
 
+    /** Whether fp32 matrix products use TF32 tensor cores. */
+    public boolean tf32() {
+        return tf32;
+    }
+
     public int computeCapability() {
         return arch;
     }

@@ -26,6 +26,8 @@ import java.util.Map;
  */
 final class Kernels implements AutoCloseable {
     private static final int MAX_ARGS = 32;
+    /** FRUGAL_CUDA_SYNC=1: wait after every launch, so that an asynchronous fault names its kernel (debugging). */
+    static final boolean SYNC_EACH_LAUNCH = "1".equals(System.getenv("FRUGAL_CUDA_SYNC"));
 
     private final CudaDriver cu;
     private final int arch;
@@ -158,6 +160,13 @@ final class Kernels implements AutoCloseable {
         }
         if (gx <= 0 || gy <= 0 || gz <= 0) return; // nothing to do
         cu.launch(name, f, gx, gy, gz, bx, by, bz, sharedBytes, stream, argPointers);
+        if (SYNC_EACH_LAUNCH) {
+            try {
+                cu.streamSynchronize(stream);
+            } catch (FrugalException e) {
+                throw new FrugalException("kernel " + file + ":" + name + " failed: " + e.getMessage(), e);
+            }
+        }
     }
 
     @Override

@@ -176,6 +176,24 @@ class CudaBackendTest {
     }
 
     @Test
+    void matmulTf32() {
+        try (CudaBackend tf32 = new CudaBackend(0, true)) {
+            int m = 300, n = 200, k = 1000;
+            Pair a = random(m * k), b = random(k * n), out = poisoned(m * n);
+            Tensor ag = tf32.allocate(DType.F32, m * k), bg = tf32.allocate(DType.F32, k * n), og = tf32.allocate(DType.F32, m * n);
+            tf32.copy(ag, a.g);
+            tf32.copy(bg, b.g);
+            tf32.synchronize();
+            tf32.matmul(og, ag, bg, m, n, k, false, true, false);
+            tf32.synchronize();
+            gpu.copy(out.g, og);
+            gpu.synchronize(); // before tf32 frees og
+            cpu.matmul(out.c, a.c, b.c, m, n, k, false, true, false);
+            check("matmul TF32 300x200x1000 tB", out, 2e-3);
+        }
+    }
+
+    @Test
     void bias() {
         int rows = 300, cols = 197;
         Pair out = random(rows * cols), bias = random(cols);

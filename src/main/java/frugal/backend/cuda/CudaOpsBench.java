@@ -1,0 +1,130 @@
+package frugal.backend.cuda;
+
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+
+/**
+ * Times each CUDA op at GPT-2 small training shapes (B=8, T=1024, C=768, 12 heads, V=50257, 124M parameters) and
+ * prints one line per op: milliseconds (median of 5 batches of 20 calls, one synchronization per batch) and the
+ * rate that bounds it (TFLOP/s for matrix products and attention, GB/s of compulsory traffic otherwise).
+ * A program, not a test: {@code java --enable-native-access=ALL-UNNAMED -cp frugal.jar frugal.backend.cuda.CudaOpsBench}.
+ * bench/cuda/torch_ops.py times the same ops through PyTorch for comparison.
+ */
+public final class CudaOpsBench {
+    private final CudaBackend gpu;
+    private final Random rng = new Random(1);
+    private final List<String> lines = new ArrayList<>();
+
+    private CudaOpsBench(CudaBackend gpu) {
+        this.gpu = gpu;
+    }
+
+    private Tensor random(int... shape) {
+        Tensor t = gpu.allocate(DType.F32, shape);
+        float[] data = new float[(int) Math.min(Tensor.count(shape), 1 << 24)];
+        for (int i = 0; i < data.length; i++) data[i] = (float) rng.nextGaussian();
+        // fill in chunks of at most 16M elements (random, never zeros)
+        for (long off = 0; off < t.size(); off += data.length) {
+            int n = (int) Math.min(data.length, t.size() - off);
+            gpu.upload(t.slice(off, n), MemorySegment.ofArray(data));
+        }
+        return t;
+    }
+
+    private void time(String name, double flops, double bytes, Runnable op) {
+        for (int i = 0; i < 3; i++) op.run();
+        gpu.synchronize();
+        int reps = 20;
+        double[] ms = new double[5];
+        for (int b = 0; b < ms.length; b++) {
+            long t0 = System.nanoTime();
+            for (int i = 0; i < reps; i++) op.run();
+            gpu.synchronize();
+            ms[b] = (System.nanoTime() - t0) / 1e6 / reps;
+        }
+        Arrays.sort(ms);
+        double t = ms[ms.length / 2];
+        String rate = flops > 0 ? String.format("%8.1f TFLOP/s", flops / t / 1e9) : String.format("%8.0f GB/s   ", bytes / t / 1e6);
+        String line = String.format("%-40s %9.3f ms  %s", name, t, rate);
+        lines.add(line);
+        System.out.println(line);
+    }
+
+    private void run() {
+        int B = 8, T = 1024, C = 768, NH = 12, HD = 64, V = 50257, rows = B * T;
+        long params = 124_439_808L;
+        Tensor x = random(rows, C), w = random(C, 3 * C), qkv = random(rows, 3 * C);
+        time("matmul fwd 8192x2304x768", 2.0 * rows * 3 * C * C, 0, () -> gpu.matmul(qkv, x, w, rows, 3 * C, C, false, false, false));
+        Tensor dqkv = random(rows, 3 * C), dw = random(C, 3 * C), dx = random(rows, C);
+        time("matmul dW 768x2304x8192 (tA, acc)", 2.0 * rows * 3 * C * C, 0,
+                () -> gpu.matmul(dw, x, dqkv, C, 3 * C, rows, true, false, true));
+        time("matmul dX 8192x768x2304 (tB)", 2.0 * rows * 3 * C * C, 0,
+                () -> gpu.matmul(dx, dqkv, w, rows, C, 3 * C, false, true, false));
+        Tensor wte = random(V, C), logits = random(rows, V);
+        time("matmul lm head 8192x50257x768 (tB)", 2.0 * rows * V * C, 0,
+                () -> gpu.matmul(logits, x, wte, rows, V, C, false, true, false));
+
+        Tensor out = random(rows, C), lse = random(B, NH, T), dout = random(rows, C);
+        double attnFlops = 4.0 * B * NH * T * (T + 1) / 2.0 * HD;
+        time("attentionForward B8 T1024 H12 D64", attnFlops, 0, () -> gpu.attentionForward(out, lse, qkv, B, T, NH, NH, HD));
+        time("attentionBackward B8 T1024 H12 D64", 2.5 * attnFlops, 0,
+                () -> gpu.attentionBackward(dqkv, dout, out, lse, qkv, B, T, NH, NH, HD));
+
+        Tensor lnw = random(C), lnb = random(C), mean = random(rows), rstd = random(rows), dlnw = random(C), dlnb = random(C);
+        time("layerNormForward 8192x768", 0, 2.0 * rows * C * 4, () -> gpu.layerNormForward(out, mean, rstd, x, lnw, lnb, rows, C, 1e-5f));
+        gpu.layerNormForward(out, mean, rstd, x, lnw, lnb, rows, C, 1e-5f);
+        time("layerNormBackward 8192x768", 0, 4.0 * rows * C * 4,
+                () -> gpu.layerNormBackward(dx, dlnw, dlnb, dout, x, lnw, mean, rstd, rows, C));
+        time("rmsNormForward 8192x768", 0, 2.0 * rows * C * 4, () -> gpu.rmsNormForward(out, rstd, x, lnw, rows, C, 1e-5f));
+
+        Tensor h = random(rows, 4 * C), gh = random(rows, 4 * C);
+        long nh = (long) rows * 4 * C;
+        time("geluForward 8192x3072", 0, 2.0 * nh * 4, () -> gpu.geluForward(gh, h, nh));
+        time("geluBackward 8192x3072 (in place)", 0, 3.0 * nh * 4, () -> gpu.geluBackward(gh, gh, h, nh));
+        time("add 8192x768", 0, 3.0 * rows * C * 4, () -> gpu.add(out, x, dout, (long) rows * C));
+        time("addBias 8192x2304", 0, 2.0 * rows * 3 * C * 4, () -> gpu.addBias(qkv, dw.slice(0, 3 * C), rows, 3 * C));
+        time("biasBackward 8192x2304", 0, 1.0 * rows * 3 * C * 4, () -> gpu.biasBackward(dw.slice(0, 3 * C), dqkv, rows, 3 * C));
+        time("rope B8 T1024 H12 D64", 0, 2.0 * rows * 2 * C * 4, () -> gpu.rope(qkv, B, T, NH, NH, HD, 10000f, false));
+
+        Tensor ids = gpu.allocate(DType.I32, rows);
+        int[] idData = new int[rows];
+        for (int i = 0; i < rows; i++) idData[i] = rng.nextInt(V);
+        gpu.upload(ids, MemorySegment.ofArray(idData));
+        time("embeddingForward 8192x768", 0, 2.0 * rows * C * 4, () -> gpu.embeddingForward(out, wte, ids, rows, C, false));
+        time("embeddingBackward 8192x768", 0, 3.0 * rows * C * 4, () -> gpu.embeddingBackward(wte, dout, ids, rows, C));
+        Tensor losses = random(rows);
+        Tensor logitsCopy = random(rows, V);
+        time("crossEntropy 8192x50257 (loss only)", 0, 1.0 * rows * V * 4,
+                () -> gpu.crossEntropy(losses, null, logitsCopy, ids, rows, V, 1f / rows));
+        time("crossEntropy 8192x50257 (+dlogits)", 0, 3.0 * rows * V * 4,
+                () -> gpu.crossEntropy(losses, logits, logitsCopy, ids, rows, V, 1f / rows));
+        gpu.release(logits);
+        gpu.release(logitsCopy);
+
+        Tensor p = random((int) params), g = random((int) params), m = random((int) params), v = random((int) params);
+        Tensor norm = random(1);
+        gpu.zero(v);
+        time("sumOfSquares 124M", 0, params * 4.0, () -> gpu.sumOfSquares(norm, g, params, false));
+        time("adamw 124M (clip)", 0, params * 4.0 * 7, () -> gpu.adamw(p, g, m, v, params, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 10, norm, 1f));
+
+        System.out.println("---- " + gpu.name() + ", tf32 " + gpu.tf32());
+        for (String line : lines) System.out.println(line);
+    }
+
+    public static void main(String[] args) {
+        if (!CudaBackend.isAvailable()) {
+            System.err.println("no CUDA: " + CudaBackend.unavailableReason());
+            System.exit(1);
+        }
+        boolean tf32 = args.length > 0 && args[0].equals("--tf32");
+        try (CudaBackend gpu = new CudaBackend(0, tf32)) {
+            new CudaOpsBench(gpu).run();
+        }
+    }
+}
