@@ -31,10 +31,15 @@ public final class ModelFiles {
     /** Builds the model of {@code dir/config.json} on the backend and loads {@code dir/model.safetensors}. */
     public static Transformer load(Path dir, Backend backend) {
         Transformer model = new Transformer(readConfig(dir), backend);
+        loadWeights(model, dir, backend);
+        return model;
+    }
+
+    /** Loads {@code dir/model.safetensors} into a model built from a matching config. */
+    public static void loadWeights(Transformer model, Path dir, Backend backend) {
         try (Safetensors st = Safetensors.open(dir.resolve(WEIGHTS))) {
             loadWeights(model, source(st, ""), backend);
         }
-        return model;
     }
 
     /** Copies every parameter from Hugging Face-named tensors of the source. */
