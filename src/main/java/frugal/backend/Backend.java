@@ -17,6 +17,21 @@ public interface Backend extends AutoCloseable {
 
     String name();
 
+    /**
+     * Element type of activations, activation gradients and the compute copies of weights (see
+     * {@link frugal.nn.Param#compute()}): F32 on the CPU, BF16 for mixed precision on CUDA. Parameters, their
+     * gradients, optimizer state, norm statistics (mean, rstd, lse) and losses are F32 on every backend. Ops take
+     * activations of this type and parameters of F32; matmul takes operands of one type and writes F32 or that type.
+     */
+    default DType activationType() {
+        return DType.F32;
+    }
+
+    /** Bytes of device memory held at most so far by this backend (-1 where it does not keep count). */
+    default long peakMemory() {
+        return -1;
+    }
+
     /** A zero-filled tensor owned by this backend. */
     Tensor allocate(DType dtype, int... shape);
 
@@ -29,6 +44,15 @@ public interface Backend extends AutoCloseable {
     void zero(Tensor t);
 
     void copy(Tensor dst, Tensor src);
+
+    /** dst[0, n) = src[0, n) converted to dst's element type (round to nearest even); a copy when the types agree. */
+    default void convert(Tensor dst, Tensor src, long n) {
+        if (dst == src) return;
+        if (dst.dtype() != src.dtype()) {
+            throw new UnsupportedOperationException(name() + " cannot convert " + src + " to " + dst);
+        }
+        copy(dst.slice(0, Math.toIntExact(n)), src.slice(0, Math.toIntExact(n)));
+    }
 
     /** Waits until all queued work is done (a no-op where ops run synchronously). */
     default void synchronize() {
@@ -127,6 +151,41 @@ public interface Backend extends AutoCloseable {
      */
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2,
                float eps, float weightDecay, int step, Tensor normSquared, float maxNorm);
+
+    /**
+     * {@link #adamw(Tensor, Tensor, Tensor, Tensor, long, float, float, float, float, float, int, Tensor, float)} with
+     * the learning rate and the step count read from {@code hyper} = F32[2] {lr, step} on the backend, so that a
+     * captured step replays with new values; also refreshes {@code compute}, the parameter's compute copy, when it is
+     * neither null nor the parameter itself.
+     */
+    default void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor compute, long n, Tensor hyper, float beta1,
+                       float beta2, float eps, float weightDecay, Tensor normSquared, float maxNorm) {
+        float[] h = new float[2];
+        download(hyper.slice(0, 2), MemorySegment.ofArray(h));
+        adamw(param, grad, m, v, n, h[0], beta1, beta2, eps, weightDecay, (int) h[1], normSquared, maxNorm);
+        if (compute != null && compute != param) convert(compute, param, n);
+    }
+
+    // ---- graphs
+
+    /** A recorded sequence of ops that replays without the host (a CUDA graph). */
+    interface Graph extends AutoCloseable {
+        /** Queues the recorded ops again, on the same tensors. */
+        void replay();
+
+        @Override
+        void close();
+    }
+
+    /**
+     * Records the ops that {@code work} queues (without running them) as a graph, or returns null, having done
+     * nothing, where the backend cannot. The work must not read device memory on the host, allocate or
+     * synchronize; tensors and scalar arguments are fixed at capture (scalars that change go through device memory,
+     * as {@code hyper} of adamw).
+     */
+    default Graph capture(Runnable work) {
+        return null;
+    }
 
     @Override
     void close();

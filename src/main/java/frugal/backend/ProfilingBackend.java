@@ -14,6 +14,7 @@ import java.util.TreeMap;
 public final class ProfilingBackend implements Backend {
     private final Backend inner;
     private final Map<String, OpStats> stats = new TreeMap<>();
+    private boolean enabled = true;
 
     /** Accumulated figures of one op (or one matmul shape). */
     public static final class OpStats {
@@ -34,11 +35,48 @@ public final class ProfilingBackend implements Backend {
         stats.clear();
     }
 
+    /** When off, ops pass straight through (no synchronization, no timing) and graphs can be captured. */
+    public void setEnabled(boolean enabled) {
+        this.enabled = enabled;
+    }
+
+    @Override
+    public DType activationType() {
+        return inner.activationType();
+    }
+
+    @Override
+    public long peakMemory() {
+        return inner.peakMemory();
+    }
+
+    @Override
+    public void convert(Tensor dst, Tensor src, long n) {
+        long t = start();
+        inner.convert(dst, src, n);
+        stop("convert", t, 0);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor compute, long n, Tensor hyper, float beta1,
+                      float beta2, float eps, float weightDecay, Tensor normSquared, float maxNorm) {
+        long t = start();
+        inner.adamw(param, grad, m, v, compute, n, hyper, beta1, beta2, eps, weightDecay, normSquared, maxNorm);
+        stop("adamw", t, 0);
+    }
+
+    /** Captures through the wrapped backend while profiling is off (a profiled op synchronizes, which a graph cannot). */
+    @Override
+    public Graph capture(Runnable work) {
+        return enabled ? null : inner.capture(work);
+    }
+
     private long start() {
         return System.nanoTime();
     }
 
     private void stop(String op, long t0, double flops) {
+        if (!enabled) return;
         inner.synchronize();
         OpStats s = stats.computeIfAbsent(op, k -> new OpStats());
         s.calls++;

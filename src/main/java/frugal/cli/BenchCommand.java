@@ -6,24 +6,29 @@ import frugal.model.Init;
 import frugal.model.ModelConfig;
 import frugal.model.Transformer;
 import frugal.nn.Context;
-import frugal.tensor.DType;
-import frugal.tensor.Tensor;
 import frugal.train.AdamW;
 import frugal.train.Preset;
+import frugal.train.TrainStep;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
 
-/** {@code frugal bench}: times whole training steps and breaks them down per op. */
+/**
+ * {@code frugal bench}: times whole training steps (upload of the batch, forward, backward, AdamW, download of the
+ * losses) and breaks them down per op. On CUDA the timed steps replay a captured graph, and the per-op table comes
+ * from separate steps issued op by op with a synchronization after each.
+ */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Time full training steps (forward, backward, AdamW) with a per-op breakdown.")
 final class BenchCommand implements Runnable {
+    /** Dense bf16 tensor-core peak of an H100 SXM, for MFU. */
+    static final double H100_BF16_FLOPS = 989e12;
+
     @Option(names = "--preset", defaultValue = "gpt2-124m", description = "model shape (default: ${DEFAULT-VALUE})")
     String preset;
     @Option(names = "--vocab", defaultValue = "50257", description = "vocabulary size (default: ${DEFAULT-VALUE})")
@@ -38,53 +43,84 @@ final class BenchCommand implements Runnable {
     int warmup;
     @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
     String device;
+    @Option(names = "--no-graph", description = "issue every op from the host instead of replaying a captured step")
+    boolean noGraph;
+    @Option(names = "--profile-steps", defaultValue = "3",
+            description = "steps profiled op by op after the timed ones, on GPUs (default: ${DEFAULT-VALUE}; 0: none)")
+    int profileSteps;
 
     @Override
     public void run() {
         ModelConfig config = Preset.byName(preset).model().apply(vocab);
         try (ProfilingBackend ops = new ProfilingBackend(Backends.create(device))) {
+            boolean gpu = ops.name().startsWith("cuda");
+            // On the CPU, synchronizing after each op costs nothing: the timed steps are also the profiled ones.
+            ops.setEnabled(!gpu);
             Transformer model = new Transformer(config, ops);
             Init.initialize(model, ops, 1);
             AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, 0.1f);
             Context ctx = Context.of(ops);
             int rows = batch * seq;
-            Tensor ids = ops.allocate(DType.I32, rows), targets = ops.allocate(DType.I32, rows), losses = ops.allocate(DType.F32, rows);
-            Random rng = new Random();
+            long params = model.params().count();
+            Random rng = new Random(1);
             double[] millis = new double[steps];
-            System.out.printf("bench: %s (%,d parameters), batch %d × seq %d, %s, %d threads%n", preset, model.params().count(),
-                    batch, seq, ops.name(), Runtime.getRuntime().availableProcessors());
-            for (int s = -warmup; s < steps; s++) {
-                if (s == 0) ops.reset();
-                ops.upload(ids, MemorySegment.ofArray(rng.ints(rows, 0, config.vocabSize()).toArray()));
-                ops.upload(targets, MemorySegment.ofArray(rng.ints(rows, 0, config.vocabSize()).toArray()));
-                long t0 = System.nanoTime();
-                model.params().zeroGrad();
-                model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
-                model.backward(ctx, batch, seq);
-                optimizer.step(3e-4f, 1f);
-                ops.synchronize();
-                if (s >= 0) millis[s] = (System.nanoTime() - t0) / 1e6;
+            System.out.printf("bench: %s (%,d parameters), batch %d × seq %d, %s, %d threads%s%n", preset, params,
+                    batch, seq, ops.name(), Runtime.getRuntime().availableProcessors(), gpu && !noGraph ? ", CUDA graph" : "");
+            try (TrainStep step = new TrainStep(model, optimizer, ops, ctx, batch, seq, 1f, gpu && !noGraph)) {
+                double loss = 0;
+                for (int s = -warmup; s < steps; s++) {
+                    if (s == 0) ops.reset();
+                    int[] in = rng.ints(rows, 0, config.vocabSize()).toArray(), tg = rng.ints(rows, 0, config.vocabSize()).toArray();
+                    long t0 = System.nanoTime();
+                    loss = step.run(in, tg, 3e-4f);
+                    if (s >= 0) millis[s] = (System.nanoTime() - t0) / 1e6;
+                }
+                double[] sorted = millis.clone();
+                Arrays.sort(sorted);
+                double median = sorted[steps / 2];
+                double tokensPerSecond = rows / (median / 1e3);
+                System.out.printf("step: median %.2f ms (min %.2f, max %.2f) over %d steps%s; %,.0f tokens/s; last loss %.4f%n",
+                        median, sorted[0], sorted[steps - 1], steps, step.replaying() ? " (graph replay)" : "", tokensPerSecond, loss);
+                System.out.printf("model FLOPs 6·N·tokens/s = %.1f TFLOP/s; MFU %.1f%% of an H100's %.0f TFLOP/s bf16%n",
+                        6.0 * params * tokensPerSecond / 1e12, 100 * 6.0 * params * tokensPerSecond / H100_BF16_FLOPS, H100_BF16_FLOPS / 1e12);
+                if (ops.peakMemory() >= 0) {
+                    System.out.printf("device memory: peak %.2f GiB allocated by the backend (weights %.2f GiB incl. compute copies, "
+                                    + "activations and gradients %.2f GiB)%n", ops.peakMemory() / 1073741824.0,
+                            (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
+                }
+                if (gpu && profileSteps > 0) {
+                    step.setGraphs(false);
+                    ops.setEnabled(true);
+                    ops.reset();
+                    for (int s = 0; s < profileSteps; s++) {
+                        step.run(rng.ints(rows, 0, config.vocabSize()).toArray(), rng.ints(rows, 0, config.vocabSize()).toArray(), 3e-4f);
+                    }
+                    ops.setEnabled(false);
+                    printTable(ops, profileSteps, "per-op breakdown, " + profileSteps + " steps issued op by op with a synchronization after each");
+                } else if (!gpu) {
+                    printTable(ops, steps, "per-op breakdown");
+                }
             }
-            double[] sorted = millis.clone();
-            Arrays.sort(sorted);
-            double median = sorted[steps / 2];
-            double flopsPerStep = 0;
-            for (ProfilingBackend.OpStats st : ops.stats().values()) flopsPerStep += st.flops / steps;
-            System.out.printf("step: median %.1f ms (min %.1f, max %.1f) over %d steps; %,.0f tokens/s; %.1f GFLOP/step, %.1f GFLOP/s overall%n",
-                    median, sorted[0], sorted[steps - 1], steps, rows / (median / 1e3), flopsPerStep / 1e9, flopsPerStep / median / 1e6);
-            System.out.println();
-            System.out.println("| op | calls/step | ms/step | share | GFLOP/s |");
-            System.out.println("|---|---:|---:|---:|---:|");
-            double total = ops.stats().values().stream().mapToDouble(st -> st.nanos).sum() / steps / 1e6;
-            List<Map.Entry<String, ProfilingBackend.OpStats>> entries = new ArrayList<>(ops.stats().entrySet());
-            entries.sort((a, b) -> Long.compare(b.getValue().nanos, a.getValue().nanos));
-            for (Map.Entry<String, ProfilingBackend.OpStats> e : entries) {
-                ProfilingBackend.OpStats st = e.getValue();
-                double ms = st.nanos / 1e6 / steps;
-                System.out.printf("| %s | %d | %.1f | %.1f%% | %s |%n", e.getKey(), st.calls / steps, ms, 100 * ms / total,
-                        st.flops > 0 ? String.format("%.1f", st.flops / (st.nanos / 1e9) / 1e9) : "");
-            }
-            System.out.printf("| (sum of ops) | | %.1f | | |%n", total);
         }
+    }
+
+    private static void printTable(ProfilingBackend ops, int steps, String title) {
+        double flopsPerStep = 0;
+        for (ProfilingBackend.OpStats st : ops.stats().values()) flopsPerStep += st.flops / steps;
+        double total = ops.stats().values().stream().mapToDouble(st -> st.nanos).sum() / steps / 1e6;
+        System.out.println();
+        System.out.printf("%s: %.2f ms/step summed over ops, %.1f GFLOP/step (matmul + attention)%n", title, total, flopsPerStep / 1e9);
+        System.out.println();
+        System.out.println("| op | calls/step | ms/step | share | GFLOP/s |");
+        System.out.println("|---|---:|---:|---:|---:|");
+        List<Map.Entry<String, ProfilingBackend.OpStats>> entries = new ArrayList<>(ops.stats().entrySet());
+        entries.sort((a, b) -> Long.compare(b.getValue().nanos, a.getValue().nanos));
+        for (Map.Entry<String, ProfilingBackend.OpStats> e : entries) {
+            ProfilingBackend.OpStats st = e.getValue();
+            double ms = st.nanos / 1e6 / steps;
+            System.out.printf("| %s | %d | %.2f | %.1f%% | %s |%n", e.getKey(), st.calls / steps, ms, 100 * ms / total,
+                    st.flops > 0 ? String.format("%.1f", st.flops / (st.nanos / 1e9) / 1e9) : "");
+        }
+        System.out.printf("| (sum of ops) | | %.2f | | |%n", total);
     }
 }

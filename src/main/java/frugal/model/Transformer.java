@@ -33,6 +33,10 @@ public final class Transformer {
     private final List<Block> blocks = new ArrayList<>();
     private final Norm finalNorm;
     private final Linear head;
+    /** The positions buffer last uploaded, and for which shape: uploaded again only when either changes. */
+    private long positionsAddress;
+    private int positionsBatch, positionsSeq;
+    private frugal.nn.Workspace positionsWorkspace;
 
     public Transformer(ModelConfig c, frugal.backend.Backend backend) {
         this.config = c;
@@ -110,6 +114,7 @@ public final class Transformer {
         }
         int rows = batch * seq, d = config.dim(), v = config.vocabSize();
         ctx.stash().clear();
+        params.refreshComputeIfStale();
         Tensor x = ctx.buffers().get("embed", rows, d);
         ctx.ops().embeddingForward(x, tokenEmbedding.value(), ids, rows, d, false);
         if (positionEmbedding != null) {
@@ -118,7 +123,9 @@ public final class Transformer {
         for (Block b : blocks) x = b.forward(ctx, x, batch, seq);
         Tensor normed = ctx.buffers().get("final_norm", rows, d);
         finalNorm.forward(ctx, normed, x, rows);
-        Tensor logits = ctx.buffers().get("logits", rows, v);
+        // Logits that become dlogits for backward are activations (bf16 under mixed precision); logits returned
+        // for reading (evaluation, sampling) are F32.
+        Tensor logits = ctx.buffers().get("logits", gradScale != 0 ? ctx.ops().activationType() : DType.F32, rows, v);
         head.forward(ctx, logits, normed, rows);
         if (targets != null) {
             ctx.ops().crossEntropy(losses, gradScale != 0 ? logits : null, logits, targets, rows, v, gradScale);
@@ -130,7 +137,7 @@ public final class Transformer {
     /** Accumulates every parameter's gradient from the dlogits left by {@link #forward}. */
     public void backward(Context ctx, int batch, int seq) {
         int rows = batch * seq, d = config.dim();
-        Tensor dlogits = ctx.buffers().get("logits", rows, config.vocabSize());
+        Tensor dlogits = ctx.buffers().get("logits", ctx.ops().activationType(), rows, config.vocabSize());
         Tensor dnormed = ctx.buffers().get("grad.final_norm", rows, d);
         Tensor dres = ctx.buffers().get("grad.residual", rows, d);
         head.backward(ctx, dnormed, dlogits, rows);
@@ -147,6 +154,14 @@ public final class Transformer {
 
     private Tensor positions(Context ctx, int batch, int seq) {
         Tensor pos = ctx.buffers().get("positions", DType.I32, batch * seq);
+        if (pos.data().address() == positionsAddress && positionsBatch == batch && positionsSeq == seq
+                && ctx.buffers() == positionsWorkspace) {
+            return pos; // no upload: a captured step must not touch the host
+        }
+        positionsAddress = pos.data().address();
+        positionsBatch = batch;
+        positionsSeq = seq;
+        positionsWorkspace = ctx.buffers();
         try (Arena a = Arena.ofConfined()) {
             MemorySegment host = a.allocate(ValueLayout.JAVA_INT, (long) batch * seq);
             for (int r = 0; r < batch * seq; r++) host.setAtIndex(ValueLayout.JAVA_INT, r, r % seq);

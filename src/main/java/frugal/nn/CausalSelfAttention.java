@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 /**
@@ -31,7 +32,7 @@ public final class CausalSelfAttention {
         int rows = batch * seq;
         Tensor q = ctx.buffers().get(name + ".qkv", rows, qkv.out());
         Tensor att = ctx.buffers().get(name + ".att", rows, nHead * headDim);
-        Tensor lse = ctx.buffers().get(name + ".lse", batch, nHead, seq);
+        Tensor lse = ctx.buffers().get(name + ".lse", DType.F32, batch, nHead, seq);
         qkv.forward(ctx, q, x, rows);
         if (ropeTheta > 0) ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
         ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);

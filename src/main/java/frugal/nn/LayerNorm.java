@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 /** LayerNorm with weight and bias; stashes x, mean and rstd. */
@@ -19,7 +20,7 @@ public final class LayerNorm implements Norm {
     @Override
     public void forward(Context ctx, Tensor out, Tensor x, int rows) {
         int cols = (int) weight.value().size();
-        Tensor mean = ctx.buffers().get(name + ".mean", rows), rstd = ctx.buffers().get(name + ".rstd", rows);
+        Tensor mean = ctx.buffers().get(name + ".mean", DType.F32, rows), rstd = ctx.buffers().get(name + ".rstd", DType.F32, rows);
         ctx.ops().layerNormForward(out, mean, rstd, x, weight.value(), bias.value(), rows, cols, eps);
         ctx.stash().save(name + ".in", x);
         ctx.stash().save(name + ".mean", mean);

@@ -3,7 +3,8 @@ package frugal.nn;
 import frugal.tensor.Tensor;
 
 /**
- * y = x·Wᵀ + b with W stored [out, in]. Every weight matmul of a model goes through this class: the
+ * y = x·Wᵀ + b with W stored [out, in]; the products read W's compute copy (bf16 under mixed precision) and
+ * accumulate W's gradient in F32. Every weight matmul of a model goes through this class: the
  * seam where other number formats (INT8 per-block, sparse, fake-quant) plug in.
  */
 public final class Linear {
@@ -37,7 +38,7 @@ public final class Linear {
 
     /** The forward computation without stashing (inference). */
     public void apply(Context ctx, Tensor y, Tensor x, int rows) {
-        ctx.ops().matmul(y, x, weight.value(), rows, out, in, false, true, false);
+        ctx.ops().matmul(y, x, weight.compute(), rows, out, in, false, true, false);
         if (bias != null) ctx.ops().addBias(y, bias.value(), rows, out);
     }
 
@@ -46,6 +47,6 @@ public final class Linear {
         Tensor x = ctx.stash().load(name + ".in");
         ctx.ops().matmul(weight.grad(), dy, x, out, in, rows, true, false, true);
         if (bias != null) ctx.ops().biasBackward(bias.grad(), dy, rows, out);
-        if (dx != null) ctx.ops().matmul(dx, dy, weight.value(), rows, in, out, false, false, false);
+        if (dx != null) ctx.ops().matmul(dx, dy, weight.compute(), rows, in, out, false, false, false);
     }
 }

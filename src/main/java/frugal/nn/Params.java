@@ -12,6 +12,7 @@ import java.util.List;
 public final class Params {
     private final Backend backend;
     private final List<Param> all = new ArrayList<>();
+    private boolean computeStale = true;
 
     public Params(Backend backend) {
         this.backend = backend;
@@ -35,7 +36,9 @@ public final class Params {
     private Param add(String name, List<Param.HfPart> parts, boolean hfTransposed, int... shape) {
         Tensor value = backend.allocate(DType.F32, shape);
         Tensor grad = backend.allocate(DType.F32, shape);
-        Param p = new Param(name, value, grad, shape.length >= 2, List.copyOf(parts), hfTransposed);
+        DType computeType = backend.activationType();
+        Tensor compute = shape.length >= 2 && computeType != DType.F32 ? backend.allocate(computeType, shape) : value;
+        Param p = new Param(name, value, grad, shape.length >= 2, List.copyOf(parts), hfTransposed, compute);
         all.add(p);
         return p;
     }
@@ -46,6 +49,32 @@ public final class Params {
 
     public long count() {
         return all.stream().mapToLong(p -> p.value().size()).sum();
+    }
+
+    /**
+     * Says that parameter values were written other than by the optimizer (loading, initialization), so that the
+     * next {@link #refreshComputeIfStale()} converts them into the compute copies. New parameters start stale.
+     */
+    public void markChanged() {
+        computeStale = true;
+    }
+
+    /** Converts every value into its compute copy (nothing where they are the same tensor). */
+    public void refreshCompute() {
+        for (Param p : all) {
+            if (p.compute() != p.value()) backend.convert(p.compute(), p.value(), p.value().size());
+        }
+        computeStale = false;
+    }
+
+    /** {@link #refreshCompute()} when values changed since the last refresh; called at the start of a forward pass. */
+    public void refreshComputeIfStale() {
+        if (computeStale) refreshCompute();
+    }
+
+    /** Bytes of the compute copies that are separate tensors. */
+    public long computeBytes() {
+        return all.stream().filter(p -> p.compute() != p.value()).mapToLong(p -> p.compute().byteSize()).sum();
     }
 
     public void zeroGrad() {

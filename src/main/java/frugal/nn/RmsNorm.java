@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 /** RMSNorm with a weight; stashes x and rstd. */
@@ -17,7 +18,7 @@ public final class RmsNorm implements Norm {
     @Override
     public void forward(Context ctx, Tensor out, Tensor x, int rows) {
         int cols = (int) weight.value().size();
-        Tensor rstd = ctx.buffers().get(name + ".rstd", rows);
+        Tensor rstd = ctx.buffers().get(name + ".rstd", DType.F32, rows);
         ctx.ops().rmsNormForward(out, rstd, x, weight.value(), rows, cols, eps);
         ctx.stash().save(name + ".in", x);
         ctx.stash().save(name + ".rstd", rstd);

@@ -19,8 +19,9 @@ public final class Workspace {
         this.backend = backend;
     }
 
+    /** A buffer of the backend's activation type (F32, or BF16 under mixed precision). */
     public Tensor get(String name, int... shape) {
-        return get(name, DType.F32, shape);
+        return get(name, backend.activationType(), shape);
     }
 
     public Tensor get(String name, DType dtype, int... shape) {

@@ -14,7 +14,9 @@ import java.util.List;
 
 /**
  * AdamW with decoupled weight decay (applied to parameters of 2+ dimensions) and global gradient-norm
- * clipping computed on the backend.
+ * clipping computed on the backend. Master weights and both moments are F32; the update also refreshes each
+ * parameter's compute copy (bf16 under mixed precision). The learning rate and step count travel in a small device
+ * tensor, so that {@link #update} can be captured once and replayed (see {@link TrainStep}).
  */
 public final class AdamW {
     private final Backend ops;
@@ -22,6 +24,7 @@ public final class AdamW {
     private final List<Tensor> firstMoments = new ArrayList<>();
     private final List<Tensor> secondMoments = new ArrayList<>();
     private final Tensor normSquared;
+    private final Tensor hyper;
     private final float beta1;
     private final float beta2;
     private final float eps;
@@ -40,11 +43,29 @@ public final class AdamW {
             secondMoments.add(ops.allocate(DType.F32, p.value().shape()));
         }
         normSquared = ops.allocate(DType.F32, 1);
+        hyper = ops.allocate(DType.F32, 2);
     }
 
     /** Applies one update at the given rate; clips to maxNorm when positive. Returns the pre-clip gradient norm. */
     public float step(float lr, float maxNorm) {
+        prepare(lr);
+        update(maxNorm);
+        return gradNorm();
+    }
+
+    /** Advances the step count and puts lr and the count on the backend for the next {@link #update}. */
+    public void prepare(float lr) {
         step++;
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment host = a.allocate(ValueLayout.JAVA_FLOAT, 2);
+            host.setAtIndex(ValueLayout.JAVA_FLOAT, 0, lr);
+            host.setAtIndex(ValueLayout.JAVA_FLOAT, 1, step);
+            ops.upload(hyper, host);
+        }
+    }
+
+    /** The device half of a step: gradient norm, then AdamW on every parameter. Queues ops only (capturable). */
+    public void update(float maxNorm) {
         List<Param> all = params.all();
         for (int i = 0; i < all.size(); i++) {
             Tensor g = all.get(i).grad();
@@ -52,9 +73,13 @@ public final class AdamW {
         }
         for (int i = 0; i < all.size(); i++) {
             Param p = all.get(i);
-            ops.adamw(p.value(), p.grad(), firstMoments.get(i), secondMoments.get(i), p.value().size(), lr, beta1, beta2,
-                    eps, p.weightDecay() ? weightDecay : 0f, step, maxNorm > 0 ? normSquared : null, maxNorm);
+            ops.adamw(p.value(), p.grad(), firstMoments.get(i), secondMoments.get(i), p.compute(), p.value().size(), hyper,
+                    beta1, beta2, eps, p.weightDecay() ? weightDecay : 0f, maxNorm > 0 ? normSquared : null, maxNorm);
         }
+    }
+
+    /** The pre-clip global gradient norm of the last update (waits for it). */
+    public float gradNorm() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment host = a.allocate(ValueLayout.JAVA_FLOAT);
             ops.download(normSquared, host);

@@ -43,7 +43,7 @@ final class CublasLt implements AutoCloseable {
     // cublasStatus_t state, float wavesCount, int reserved[4]}
     private static final long ALGO_BYTES = 64;
     private static final long HEURISTIC_RESULT_BYTES = 96;
-    private static final long WORKSPACE_BYTES = 32L << 20;
+    static final long WORKSPACE_BYTES = 32L << 20;
 
     private static volatile NativeLibs.Lib library;
 

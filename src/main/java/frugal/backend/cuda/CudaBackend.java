@@ -21,7 +21,7 @@ import java.util.Map;
  */
 public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
-            ATTENTION = "attention.cu";
+            ATTENTION = "attention.cu", FLASH = "flash.cu";
     private static final int ATTENTION_WARPS = 8;
     private static volatile Boolean available;
     private static volatile String unavailableReason = "not checked";
@@ -37,6 +37,11 @@ public final class CudaBackend implements Backend {
     private final Kernels kernels;
     private final CublasLt blas;
     private final boolean tf32;
+    /** Activation type: F32, or BF16 for mixed precision. */
+    private final DType activations;
+    private long allocatedBytes;
+    private long peakBytes;
+    private boolean capturing;
     /** Live allocations by device address, with their sizes; freed by {@link #release} or {@link #close}. */
     private final Map<Long, Long> allocations = new LinkedHashMap<>();
     private long scratchPtr;
@@ -44,9 +49,18 @@ public final class CudaBackend implements Backend {
     private Thread boundThread;
     private boolean closed;
 
-    /** Device 0, exact fp32 matrix products. */
+    /**
+     * Device 0 with bf16 mixed precision, unless {@code FRUGAL_CUDA_PRECISION=fp32} (then exact fp32 products, or TF32
+     * with {@code FRUGAL_CUDA_TF32=true}).
+     */
     public CudaBackend() {
-        this(0, Boolean.parseBoolean(System.getenv().getOrDefault("FRUGAL_CUDA_TF32", "false")));
+        this(0, Boolean.parseBoolean(System.getenv().getOrDefault("FRUGAL_CUDA_TF32", "false")),
+                "fp32".equalsIgnoreCase(System.getenv().getOrDefault("FRUGAL_CUDA_PRECISION", "bf16")) ? DType.F32 : DType.BF16);
+    }
+
+    /** Float32 activations (the reference-precision mode of the op tests). */
+    public CudaBackend(int ordinal, boolean tf32) {
+        this(ordinal, tf32, DType.F32);
     }
 
     /**
@@ -54,7 +68,11 @@ public final class CudaBackend implements Backend {
      * @param tf32    matrix products of fp32 tensors with TF32 tensor cores (about 3e-4 relative error) instead of
      *                exact fp32
      */
-    public CudaBackend(int ordinal, boolean tf32) {
+    public CudaBackend(int ordinal, boolean tf32, DType activations) {
+        if (activations != DType.F32 && activations != DType.BF16) {
+            throw new FrugalException("the CUDA backend computes in F32 or BF16, not " + activations);
+        }
+        this.activations = activations;
         this.cu = CudaDriver.get();
         this.ordinal = ordinal;
         this.tf32 = tf32;
@@ -74,6 +92,7 @@ public final class CudaBackend implements Backend {
         stream = cu.streamCreate(CudaDriver.STREAM_NON_BLOCKING);
         kernels = new Kernels(cu, arch, maxShared, stream);
         blas = new CublasLt(cu, stream);
+        peakBytes = allocatedBytes = CublasLt.WORKSPACE_BYTES;
     }
 
     /**
@@ -115,7 +134,24 @@ public final class CudaBackend implements Backend {
 
     @Override
     public String name() {
-        return "cuda:" + ordinal + " (" + deviceName + ", sm_" + arch + ")";
+        return "cuda:" + ordinal + " (" + deviceName + ", sm_" + arch + ", " + (activations == DType.BF16 ? "bf16 mixed precision"
+                : tf32 ? "fp32, tf32 products" : "fp32") + ")";
+    }
+
+    @Override
+    public DType activationType() {
+        return activations;
+    }
+
+    /** The most device memory held by this backend's allocations so far (tensors, scratch, cuBLASLt workspace). */
+    @Override
+    public long peakMemory() {
+        return peakBytes;
+    }
+
+    private void allocated(long bytes) {
+        allocatedBytes += bytes;
+        peakBytes = Math.max(peakBytes, allocatedBytes);
     }
 
     /** Whether fp32 matrix products use TF32 tensor cores. */
@@ -149,8 +185,10 @@ public final class CudaBackend implements Backend {
         bind();
         long bytes = Math.max(1, Tensor.count(shape) * dtype.bytes);
         long rounded = (bytes + 255) & ~255L;
+        if (capturing) throw new FrugalException("allocate(" + dtype + ") while capturing a graph");
         long ptr = cu.malloc(rounded);
         allocations.put(ptr, rounded);
+        allocated(rounded);
         cu.memsetD8(ptr, (byte) 0, rounded, stream);
         return new Tensor(MemorySegment.ofAddress(ptr).reinterpret(bytes), dtype, shape);
     }
@@ -159,22 +197,27 @@ public final class CudaBackend implements Backend {
     public void release(Tensor t) {
         bind();
         long ptr = t.data().address();
-        if (allocations.remove(ptr) == null) {
+        Long size = allocations.remove(ptr);
+        if (size == null) {
             throw new FrugalException("release: " + t + " at 0x" + Long.toHexString(ptr) + " is not an allocation of this backend");
         }
         cu.streamSynchronize(stream);
         cu.free(ptr);
+        allocatedBytes -= size;
     }
 
     /** A device buffer of at least {@code bytes} for temporaries of one op; reused by the next op on the stream. */
     private long scratch(long bytes) {
         if (bytes > scratchBytes) {
+            if (capturing) throw new FrugalException("scratch of " + bytes + " bytes needed while capturing a graph");
             if (scratchPtr != 0) {
+                allocatedBytes -= scratchBytes;
                 cu.streamSynchronize(stream);
                 cu.free(scratchPtr);
             }
             scratchBytes = Math.max(bytes, 1 << 20);
             scratchPtr = cu.malloc(scratchBytes);
+            allocated(scratchBytes);
         }
         return scratchPtr;
     }
@@ -187,6 +230,7 @@ public final class CudaBackend implements Backend {
     @Override
     public void upload(Tensor dst, MemorySegment host) {
         bind();
+        noCapture("upload");
         long bytes = dst.byteSize();
         checkHost("upload", host, bytes);
         if (host.isNative()) {
@@ -205,6 +249,7 @@ public final class CudaBackend implements Backend {
     @Override
     public void download(Tensor src, MemorySegment host) {
         bind();
+        noCapture("download");
         long bytes = src.byteSize();
         checkHost("download", host, bytes);
         if (host.isNative()) {
@@ -244,7 +289,87 @@ public final class CudaBackend implements Backend {
     @Override
     public void synchronize() {
         bind();
+        noCapture("synchronize");
         cu.streamSynchronize(stream);
+    }
+
+    private void noCapture(String op) {
+        if (capturing) throw new FrugalException(op + " while capturing a graph: a captured step must stay on the device");
+    }
+
+    @Override
+    public void convert(Tensor dst, Tensor src, long n) {
+        bind();
+        if (dst == src || n == 0) return;
+        need("convert", "dst", dst, n);
+        need("convert", "src", src, n);
+        if (dst.dtype() == src.dtype()) {
+            cu.copyDtoD(dst.data().address(), src.data().address(), n * dst.dtype().bytes, stream);
+        } else if (dst.dtype() == DType.BF16 && src.dtype() == DType.F32) {
+            elementwise(ELEMENTWISE, "convert_f32_to_bf16", n, dst, src, n);
+        } else if (dst.dtype() == DType.F32 && src.dtype() == DType.BF16) {
+            elementwise(ELEMENTWISE, "convert_bf16_to_f32", n, dst, src, n);
+        } else {
+            throw new FrugalException("convert: " + src + " to " + dst + " is not supported");
+        }
+    }
+
+    // ---- graphs
+
+    /** A captured CUDA graph, replayed on the backend's stream. */
+    private final class CudaGraph implements Graph {
+        private MemorySegment graph, exec;
+
+        CudaGraph(MemorySegment graph, MemorySegment exec) {
+            this.graph = graph;
+            this.exec = exec;
+        }
+
+        @Override
+        public void replay() {
+            bind();
+            if (exec == null) throw new FrugalException("replay of a closed graph");
+            cu.graphLaunch(exec, stream);
+            if (Kernels.SYNC_EACH_LAUNCH) cu.streamSynchronize(stream);
+        }
+
+        @Override
+        public void close() {
+            if (exec != null && !closed) {
+                cu.setCurrent(context);
+                cu.streamSynchronize(stream);
+                cu.graphExecDestroy(exec);
+                cu.graphDestroy(graph);
+            }
+            exec = null;
+            graph = null;
+        }
+    }
+
+    @Override
+    public Graph capture(Runnable work) {
+        bind();
+        if (Kernels.SYNC_EACH_LAUNCH) return null; // per-launch synchronization cannot be captured
+        cu.streamSynchronize(stream);
+        cu.beginCapture(stream);
+        capturing = true;
+        MemorySegment graph;
+        try {
+            work.run();
+        } catch (RuntimeException | Error e) {
+            capturing = false;
+            try {
+                MemorySegment g = cu.endCapture(stream);
+                if (!g.equals(MemorySegment.NULL)) cu.graphDestroy(g);
+            } catch (RuntimeException ignored) {
+                // the capture is invalid anyway; report the work's failure
+            }
+            throw e;
+        } finally {
+            capturing = false;
+        }
+        graph = cu.endCapture(stream);
+        return new CudaGraph(graph, cu.graphInstantiate(graph));
     }
 
     // ---- launch helpers
@@ -277,37 +402,75 @@ public final class CudaBackend implements Backend {
         return cols >= 1024 ? 512 : cols >= 256 ? 256 : 128;
     }
 
+    /**
+     * The activation type shared by {@code ts} (F32 or BF16; nulls skipped) as a kernel-name suffix, "f32" or "bf16".
+     */
+    private static String act(String op, Tensor... ts) {
+        DType type = null;
+        for (Tensor t : ts) {
+            if (t == null) continue;
+            if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) {
+                throw new FrugalException(op + " on the CUDA backend takes F32 or BF16 activations, got " + t);
+            }
+            if (type == null) type = t.dtype();
+            else if (t.dtype() != type) {
+                throw new FrugalException(op + ": activations of one type expected, got " + type + " and " + t);
+            }
+        }
+        return type == DType.BF16 ? "bf16" : "f32";
+    }
+
+    private static boolean aligned16(Tensor... ts) {
+        for (Tensor t : ts) if ((t.data().address() & 15) != 0) return false;
+        return true;
+    }
+
+    private static int cudaType(DType t) {
+        return switch (t) {
+            case F32 -> CublasLt.CUDA_R_32F;
+            case BF16 -> CublasLt.CUDA_R_16BF;
+            default -> throw new FrugalException("matmul on the CUDA backend takes F32 or BF16, got " + t);
+        };
+    }
+
     // ---- linear algebra
 
     @Override
     public void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate) {
         bind();
-        f32("matmul", out, a, b);
+        if (a.dtype() != b.dtype()) throw new FrugalException("matmul: operands of one type expected, got " + a + " and " + b);
         need("matmul", "a", a, (long) m * k);
         need("matmul", "b", b, (long) k * n);
         need("matmul", "out", out, (long) m * n);
         if (m == 0 || n == 0) return;
         if (k == 0) {
-            if (!accumulate) cu.memsetD8(out.data().address(), (byte) 0, (long) m * n * 4, stream);
+            if (!accumulate) cu.memsetD8(out.data().address(), (byte) 0, (long) m * n * out.dtype().bytes, stream);
             return;
         }
+        int abType = cudaType(a.dtype()), cType = cudaType(out.dtype());
+        if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F) {
+            throw new FrugalException("matmul: F32 operands write F32, not " + out);
+        }
+        int compute = abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
         blas.matmul(out.data().address(), a.data().address(), b.data().address(), m, n, k, transA, transB, accumulate,
-                CublasLt.CUDA_R_32F, CublasLt.CUDA_R_32F, tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F);
+                abType, cType, compute);
     }
 
     @Override
     public void addBias(Tensor out, Tensor bias, int rows, int cols) {
         bind();
-        f32("addBias", out, bias);
+        String t = act("addBias", out);
+        f32("addBias", bias);
         need("addBias", "out", out, (long) rows * cols);
         need("addBias", "bias", bias, cols);
-        elementwise(ELEMENTWISE, "add_bias_f32", (long) rows * cols, out, bias, rows, cols);
+        elementwise(ELEMENTWISE, "add_bias_" + t, (long) rows * cols, out, bias, rows, cols);
     }
 
     @Override
     public void biasBackward(Tensor dbias, Tensor dout, int rows, int cols) {
         bind();
-        f32("biasBackward", dbias, dout);
+        String t = act("biasBackward", dout);
+        f32("biasBackward", dbias);
         need("biasBackward", "dout", dout, (long) rows * cols);
         need("biasBackward", "dbias", dbias, cols);
         if (rows == 0 || cols == 0) return;
@@ -316,7 +479,7 @@ public final class CudaBackend implements Backend {
         int rowChunks = Math.max(1, Math.min((rows + 63) / 64, Math.max(1, smCount * 4 / colBlocks)));
         int rowsPerBlock = (rows + rowChunks - 1) / rowChunks;
         rowChunks = (rows + rowsPerBlock - 1) / rowsPerBlock;
-        kernels.launch(ELEMENTWISE, "bias_backward_f32", colBlocks, rowChunks, 1, 32, 8, 1, 0, dbias, dout, rows, cols, rowsPerBlock);
+        kernels.launch(ELEMENTWISE, "bias_backward_" + t, colBlocks, rowChunks, 1, 32, 8, 1, 0, dbias, dout, rows, cols, rowsPerBlock);
     }
 
     // ---- normalization
@@ -325,11 +488,12 @@ public final class CudaBackend implements Backend {
     public void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias,
                                  int rows, int cols, float eps) {
         bind();
-        f32("layerNormForward", out, mean, rstd, x, weight, bias);
+        String t = act("layerNormForward", out, x);
+        f32("layerNormForward", mean, rstd, weight, bias);
         need("layerNormForward", "x", x, (long) rows * cols);
         need("layerNormForward", "out", out, (long) rows * cols);
         if (rows == 0) return;
-        kernels.launch(NORMS, "layernorm_forward_f32", rows, 1, 1, rowThreads(cols), 1, 1, 0,
+        kernels.launch(NORMS, "layernorm_forward_" + t, rows, 1, 1, rowThreads(cols), 1, 1, 0,
                 out, mean, rstd, x, weight, bias, rows, cols, eps);
     }
 
@@ -337,31 +501,34 @@ public final class CudaBackend implements Backend {
     public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                                   Tensor mean, Tensor rstd, int rows, int cols) {
         bind();
-        f32("layerNormBackward", dx, dweight, dbias, dout, x, weight, mean, rstd);
+        String t = act("layerNormBackward", dx, dout, x);
+        f32("layerNormBackward", dweight, dbias, weight, mean, rstd);
         need("layerNormBackward", "dx", dx, (long) rows * cols);
         if (rows == 0) return;
         int shared = (2 * cols + 32) * 4;
-        kernels.launch(NORMS, "layernorm_backward_f32", Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
+        kernels.launch(NORMS, "layernorm_backward_" + t, Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
                 dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
     }
 
     @Override
     public void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps) {
         bind();
-        f32("rmsNormForward", out, rstd, x, weight);
+        String t = act("rmsNormForward", out, x);
+        f32("rmsNormForward", rstd, weight);
         need("rmsNormForward", "x", x, (long) rows * cols);
         if (rows == 0) return;
-        kernels.launch(NORMS, "rmsnorm_forward_f32", rows, 1, 1, rowThreads(cols), 1, 1, 0, out, rstd, x, weight, rows, cols, eps);
+        kernels.launch(NORMS, "rmsnorm_forward_" + t, rows, 1, 1, rowThreads(cols), 1, 1, 0, out, rstd, x, weight, rows, cols, eps);
     }
 
     @Override
     public void rmsNormBackward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight, Tensor rstd, int rows, int cols) {
         bind();
-        f32("rmsNormBackward", dx, dweight, dout, x, weight, rstd);
+        String t = act("rmsNormBackward", dx, dout, x);
+        f32("rmsNormBackward", dweight, weight, rstd);
         need("rmsNormBackward", "dx", dx, (long) rows * cols);
         if (rows == 0) return;
         int shared = (cols + 32) * 4;
-        kernels.launch(NORMS, "rmsnorm_backward_f32", Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
+        kernels.launch(NORMS, "rmsnorm_backward_" + t, Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
                 dx, dweight, dout, x, weight, rstd, rows, cols);
     }
 
@@ -370,31 +537,31 @@ public final class CudaBackend implements Backend {
     @Override
     public void geluForward(Tensor out, Tensor x, long n) {
         bind();
-        f32("geluForward", out, x);
-        elementwise(ELEMENTWISE, "gelu_forward_f32", n, out, x, n);
+        String t = act("geluForward", out, x);
+        elementwise(ELEMENTWISE, "gelu_forward_" + t, n, out, x, n, aligned16(out, x) ? 1 : 0);
     }
 
     @Override
     public void geluBackward(Tensor dx, Tensor dout, Tensor x, long n) {
         bind();
-        f32("geluBackward", dx, dout, x);
-        elementwise(ELEMENTWISE, "gelu_backward_f32", n, dx, dout, x, n);
+        String t = act("geluBackward", dx, dout, x);
+        elementwise(ELEMENTWISE, "gelu_backward_" + t, n, dx, dout, x, n, aligned16(dx, dout, x) ? 1 : 0);
     }
 
     @Override
     public void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden) {
         bind();
-        f32("swigluForward", out, gateUp);
+        String t = act("swigluForward", out, gateUp);
         need("swigluForward", "gateUp", gateUp, 2L * rows * hidden);
-        elementwise(ELEMENTWISE, "swiglu_forward_f32", (long) rows * hidden, out, gateUp, rows, hidden);
+        elementwise(ELEMENTWISE, "swiglu_forward_" + t, (long) rows * hidden, out, gateUp, rows, hidden);
     }
 
     @Override
     public void swigluBackward(Tensor dGateUp, Tensor dout, Tensor gateUp, int rows, int hidden) {
         bind();
-        f32("swigluBackward", dGateUp, dout, gateUp);
+        String t = act("swigluBackward", dGateUp, dout, gateUp);
         need("swigluBackward", "dGateUp", dGateUp, 2L * rows * hidden);
-        elementwise(ELEMENTWISE, "swiglu_backward_f32", (long) rows * hidden, dGateUp, dout, gateUp, rows, hidden);
+        elementwise(ELEMENTWISE, "swiglu_backward_" + t, (long) rows * hidden, dGateUp, dout, gateUp, rows, hidden);
     }
 
     // ---- attention
@@ -402,9 +569,9 @@ public final class CudaBackend implements Backend {
     @Override
     public void rope(Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim, float theta, boolean inverse) {
         bind();
-        f32("rope", qkv);
+        String t = act("rope", qkv);
         need("rope", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
-        elementwise(ELEMENTWISE, "rope_f32", (long) batch * seq * (nHead + nKvHead) * (headDim / 2),
+        elementwise(ELEMENTWISE, "rope_" + t, (long) batch * seq * (nHead + nKvHead) * (headDim / 2),
                 qkv, batch, seq, nHead, nKvHead, headDim, theta, inverse ? 1 : 0);
     }
 
@@ -422,20 +589,36 @@ public final class CudaBackend implements Backend {
         }
     }
 
+    /** The tensor-core kernels of flash.cu serve bf16 with head dimensions 32, 64 and 128 on 16-byte aligned rows. */
+    private boolean flash(String t, int headDim, Tensor... ts) {
+        return t.equals("bf16") && arch >= 80 && (headDim == 32 || headDim == 64 || headDim == 128) && aligned16(ts)
+                && !"0".equals(System.getenv("FRUGAL_CUDA_FLASH"));
+    }
+
+    private static int flashShared(int headDim, int tiles, int extraFloats) {
+        return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
+    }
+
     @Override
     public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
         bind();
-        f32("attentionForward", out, lse, qkv);
+        String t = act("attentionForward", out, qkv);
+        f32("attentionForward", lse);
         checkHeads("attentionForward", nHead, nKvHead);
         need("attentionForward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
         need("attentionForward", "out", out, (long) batch * seq * nHead * headDim);
         need("attentionForward", "lse", lse, (long) batch * nHead * seq);
         if (batch == 0 || seq == 0) return;
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        if (flash(t, headDim, out, qkv)) {
+            kernels.launch(FLASH, "flash_forward_" + headDim, (seq + 63) / 64, nHead, batch, 128, 1, 1,
+                    flashShared(headDim, 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
+            return;
+        }
         int nc = headChunks(headDim);
         int dp = headDim + 1;
         int shared = (2 * 32 * dp + ATTENTION_WARPS * headDim) * 4;
-        float scale = (float) (1.0 / Math.sqrt(headDim));
-        kernels.launch(ATTENTION, "attention_forward_f32_" + nc, (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS, nHead, batch,
+        kernels.launch(ATTENTION, "attention_forward_" + t + "_" + nc, (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS, nHead, batch,
                 32 * ATTENTION_WARPS, 1, 1, shared, out, lse, qkv, seq, nHead, nKvHead, headDim, scale);
     }
 
@@ -443,7 +626,8 @@ public final class CudaBackend implements Backend {
     public void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
                                   int batch, int seq, int nHead, int nKvHead, int headDim) {
         bind();
-        f32("attentionBackward", dqkv, dout, out, lse, qkv);
+        String t = act("attentionBackward", dqkv, dout, out, qkv);
+        f32("attentionBackward", lse);
         checkHeads("attentionBackward", nHead, nKvHead);
         need("attentionBackward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
         need("attentionBackward", "dqkv", dqkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
@@ -454,14 +638,22 @@ public final class CudaBackend implements Backend {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long rows = (long) batch * seq * nHead;
         Tensor delta = scratchTensor(rows * 4);
-        kernels.launch(ATTENTION, "attention_delta_f32", (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
+        kernels.launch(ATTENTION, "attention_delta_" + t, (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
                 32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
+        if (flash(t, headDim, dqkv, dout, qkv)) {
+            int tiles = (seq + 63) / 64;
+            kernels.launch(FLASH, "flash_backward_dq_" + headDim, tiles, nHead, batch, 128, 1, 1, flashShared(headDim, 4, 0),
+                    dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, "flash_backward_dkv_" + headDim, tiles, nKvHead, batch, 128, 1, 1,
+                    flashShared(headDim, 4, 128), dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            return;
+        }
         int qBlocks = (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS;
         int sharedDq = (2 * 32 * dp + 2 * ATTENTION_WARPS * headDim) * 4;
-        kernels.launch(ATTENTION, "attention_backward_dq_f32_" + nc, qBlocks, nHead, batch, 32 * ATTENTION_WARPS, 1, 1, sharedDq,
+        kernels.launch(ATTENTION, "attention_backward_dq_" + t + "_" + nc, qBlocks, nHead, batch, 32 * ATTENTION_WARPS, 1, 1, sharedDq,
                 dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, headDim, scale);
         int sharedDkv = (2 * 32 * dp + 2 * 32 + 2 * ATTENTION_WARPS * headDim) * 4;
-        kernels.launch(ATTENTION, "attention_backward_dkv_f32_" + nc, qBlocks, nKvHead, batch, 32 * ATTENTION_WARPS, 1, 1,
+        kernels.launch(ATTENTION, "attention_backward_dkv_" + t + "_" + nc, qBlocks, nKvHead, batch, 32 * ATTENTION_WARPS, 1, 1,
                 sharedDkv, dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, headDim, scale);
     }
 
@@ -470,37 +662,40 @@ public final class CudaBackend implements Backend {
     @Override
     public void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate) {
         bind();
-        f32("embeddingForward", out, table);
+        String t = act("embeddingForward", out);
+        f32("embeddingForward", table);
         need("embeddingForward", "out", out, (long) rows * cols);
         need("embeddingForward", "ids", ids, rows);
-        elementwise(ELEMENTWISE, "embedding_forward_f32", (long) rows * cols, out, table, ids, rows, cols,
+        elementwise(ELEMENTWISE, "embedding_forward_" + t, (long) rows * cols, out, table, ids, rows, cols,
                 table.size() / Math.max(1, cols), accumulate ? 1 : 0);
     }
 
     @Override
     public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids, int rows, int cols) {
         bind();
-        f32("embeddingBackward", dtable, dout);
+        String t = act("embeddingBackward", dout);
+        f32("embeddingBackward", dtable);
         need("embeddingBackward", "dout", dout, (long) rows * cols);
-        elementwise(ELEMENTWISE, "embedding_backward_f32", (long) rows * cols, dtable, dout, ids, rows, cols,
+        elementwise(ELEMENTWISE, "embedding_backward_" + t, (long) rows * cols, dtable, dout, ids, rows, cols,
                 dtable.size() / Math.max(1, cols));
     }
 
     @Override
     public void add(Tensor out, Tensor a, Tensor b, long n) {
         bind();
-        f32("add", out, a, b);
-        elementwise(ELEMENTWISE, "add_f32", n, out, a, b, n);
+        String t = act("add", out, a, b);
+        elementwise(ELEMENTWISE, "add_" + t, n, out, a, b, n, aligned16(out, a, b) ? 1 : 0);
     }
 
     @Override
     public void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, int rows, int vocab, float gradScale) {
         bind();
-        f32("crossEntropy", losses, dlogits, logits);
+        String t = act("crossEntropy", dlogits, logits);
+        f32("crossEntropy", losses);
         need("crossEntropy", "logits", logits, (long) rows * vocab);
         need("crossEntropy", "targets", targets, rows);
         if (rows == 0) return;
-        kernels.launch(LOSS, "cross_entropy_f32", rows, 1, 1, vocab >= 4096 ? 1024 : 256, 1, 1, 0,
+        kernels.launch(LOSS, "cross_entropy_" + t, rows, 1, 1, vocab >= 4096 ? 1024 : 256, 1, 1, 0,
                 losses, dlogits, logits, targets, rows, vocab, gradScale);
     }
 
@@ -526,6 +721,21 @@ public final class CudaBackend implements Backend {
         float stepSize = (float) (lr / (1 - Math.pow(beta1, step)));
         float correction2Sqrt = (float) Math.sqrt(1 - Math.pow(beta2, step));
         elementwise(OPTIM, "adamw_f32", n, param, grad, m, v, n, beta1, beta2, eps, decay, stepSize, correction2Sqrt,
+                normSquared, maxNorm);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor compute, long n, Tensor hyper, float beta1,
+                      float beta2, float eps, float weightDecay, Tensor normSquared, float maxNorm) {
+        bind();
+        f32("adamw", param, grad, m, v, hyper, normSquared);
+        Tensor copy = compute == null || compute == param ? null : compute;
+        if (copy != null && copy.dtype() != DType.BF16) {
+            adamw(param, grad, m, v, null, n, hyper, beta1, beta2, eps, weightDecay, normSquared, maxNorm);
+            convert(copy, param, n);
+            return;
+        }
+        elementwise(OPTIM, "adamw_hyper_f32", n, param, grad, m, v, copy, n, hyper, beta1, beta2, eps, weightDecay,
                 normSquared, maxNorm);
     }
 

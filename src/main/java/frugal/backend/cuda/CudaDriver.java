@@ -36,7 +36,8 @@ final class CudaDriver {
             cuCtxSynchronize, cuMemAlloc, cuMemFree, cuMemGetInfo, cuMemcpyHtoDAsync, cuMemcpyDtoHAsync,
             cuMemcpyDtoDAsync, cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction,
             cuFuncSetAttribute, cuLaunchKernel, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
-            cuGetErrorString, cuGetErrorName;
+            cuGetErrorString, cuGetErrorName, cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate,
+            cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy;
 
     private CudaDriver(NativeLibs.Lib lib) {
         this.lib = lib;
@@ -68,6 +69,12 @@ final class CudaDriver {
         cuStreamSynchronize = lib.fn("cuStreamSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         cuGetErrorString = lib.fn("cuGetErrorString", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
         cuGetErrorName = lib.fn("cuGetErrorName", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
+        cuStreamBeginCapture = lib.fn("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuStreamEndCapture = lib.fn("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuGraphInstantiate = lib.fn("cuGraphInstantiateWithFlags", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG));
+        cuGraphLaunch = lib.fn("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuGraphExecDestroy = lib.fn("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuGraphDestroy = lib.fn("cuGraphDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
     }
 
     /** Loads libcuda and runs cuInit(0) once per process. */
@@ -287,5 +294,42 @@ final class CudaDriver {
 
     void streamSynchronize(MemorySegment stream) {
         call("cuStreamSynchronize", cuStreamSynchronize, stream);
+    }
+
+    // ---- graphs (cuda.h: CUstreamCaptureMode CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1)
+
+    static final int CAPTURE_MODE_THREAD_LOCAL = 1;
+
+    void beginCapture(MemorySegment stream) {
+        call("cuStreamBeginCapture_v2", cuStreamBeginCapture, stream, CAPTURE_MODE_THREAD_LOCAL);
+    }
+
+    /** Ends the capture and returns the graph. */
+    MemorySegment endCapture(MemorySegment stream) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuStreamEndCapture", cuStreamEndCapture, stream, v);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    MemorySegment graphInstantiate(MemorySegment graph) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuGraphInstantiateWithFlags", cuGraphInstantiate, v, graph, 0L);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void graphLaunch(MemorySegment exec, MemorySegment stream) {
+        call("cuGraphLaunch", cuGraphLaunch, exec, stream);
+    }
+
+    void graphExecDestroy(MemorySegment exec) {
+        call("cuGraphExecDestroy", cuGraphExecDestroy, exec);
+    }
+
+    void graphDestroy(MemorySegment graph) {
+        call("cuGraphDestroy", cuGraphDestroy, graph);
     }
 }

@@ -7,8 +7,8 @@
 #define WARPS 8
 #define TILE 32
 
-template <int NC>
-__device__ void attention_forward(float* out, float* lse, const float* qkv, int T, int H, int KVH, int D, float scale) {
+template <typename E, int NC>
+__device__ void attention_forward(E* out, float* lse, const E* qkv, int T, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int DP = D + 1;
     float* Ks = sm;
@@ -19,10 +19,10 @@ __device__ void attention_forward(float* out, float* lse, const float* qkv, int 
     i64 rowW = (i64) (H + 2 * KVH) * D;
     int kvh = h / (H / KVH);
     i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
-    const float* base = qkv + (i64) b * T * rowW;
+    const E* base = qkv + (i64) b * T * rowW;
     bool active = t < T;
     float* q = Qs + warp * D;
-    for (int d = lane; d < D; d += 32) q[d] = active ? base[(i64) t * rowW + qOff + d] : 0.f;
+    for (int d = lane; d < D; d += 32) q[d] = active ? ld(base, (i64) t * rowW + qOff + d) : 0.f;
     float m = -FRUGAL_INF, l = 0.f;
     float acc[NC];
 #pragma unroll
@@ -34,8 +34,8 @@ __device__ void attention_forward(float* out, float* lse, const float* qkv, int 
             int r = idx / D, d = idx - r * D, j = j0 + r;
             float kv = 0.f, vv = 0.f;
             if (j < T) {
-                kv = base[(i64) j * rowW + kOff + d];
-                vv = base[(i64) j * rowW + vOff + d];
+                kv = ld(base, (i64) j * rowW + kOff + d);
+                vv = ld(base, (i64) j * rowW + vOff + d);
             }
             Ks[r * DP + d] = kv;
             Vs[r * DP + d] = vv;
@@ -69,35 +69,36 @@ __device__ void attention_forward(float* out, float* lse, const float* qkv, int 
     }
     if (active) {
         float inv = 1.f / l;
-        float* o = out + ((i64) b * T + t) * H * D + qOff;
+        E* o = out + ((i64) b * T + t) * H * D + qOff;
 #pragma unroll
         for (int i = 0; i < NC; i++) {
             int d = lane + 32 * i;
-            if (d < D) o[d] = acc[i] * inv;
+            if (d < D) st(o, d, acc[i] * inv);
         }
         if (lane == 0) lse[((i64) b * H + h) * T + t] = m + logf(l);
     }
 }
 
 // delta[b,h,t] = dot(dout row, out row): one warp per (b, t, h).
-extern "C" __global__ void attention_delta_f32(float* delta, const float* dout, const float* out, int B, int T, int H, int D) {
+template <typename E>
+__device__ void attention_delta(float* delta, const E* dout, const E* out, int B, int T, int H, int D) {
     i64 row = (i64) blockIdx.x * WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (row >= (i64) B * T * H) return;
     int h = (int) (row % H);
     i64 bt = row / H;
     int t = (int) (bt % T), b = (int) (bt / T);
-    const float* dr = dout + row * D;
-    const float* orow = out + row * D;
+    const E* dr = dout + row * D;
+    const E* orow = out + row * D;
     float s = 0.f;
-    for (int d = lane; d < D; d += 32) s += dr[d] * orow[d];
+    for (int d = lane; d < D; d += 32) s += ld(dr, d) * ld(orow, d);
     s = warp_sum(s);
     if (lane == 0) delta[((i64) b * H + h) * T + t] = s;
 }
 
-template <int NC>
-__device__ void attention_backward_dq(float* dqkv, const float* dout, const float* lse, const float* delta,
-                                      const float* qkv, int T, int H, int KVH, int D, float scale) {
+template <typename E, int NC>
+__device__ void attention_backward_dq(E* dqkv, const E* dout, const float* lse, const float* delta,
+                                      const E* qkv, int T, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int DP = D + 1;
     float* Ks = sm;
@@ -109,13 +110,13 @@ __device__ void attention_backward_dq(float* dqkv, const float* dout, const floa
     i64 rowW = (i64) (H + 2 * KVH) * D;
     int kvh = h / (H / KVH);
     i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
-    const float* base = qkv + (i64) b * T * rowW;
+    const E* base = qkv + (i64) b * T * rowW;
     bool active = t < T;
     float* q = Qs + warp * D;
     float* dO = Os + warp * D;
     for (int d = lane; d < D; d += 32) {
-        q[d] = active ? base[(i64) t * rowW + qOff + d] : 0.f;
-        dO[d] = active ? dout[((i64) b * T + t) * H * D + qOff + d] : 0.f;
+        q[d] = active ? ld(base, (i64) t * rowW + qOff + d) : 0.f;
+        dO[d] = active ? ld(dout, ((i64) b * T + t) * H * D + qOff + d) : 0.f;
     }
     float rowLse = active ? lse[((i64) b * H + h) * T + t] : 0.f;
     float rowDelta = active ? delta[((i64) b * H + h) * T + t] : 0.f;
@@ -129,8 +130,8 @@ __device__ void attention_backward_dq(float* dqkv, const float* dout, const floa
             int r = idx / D, d = idx - r * D, j = j0 + r;
             float kv = 0.f, vv = 0.f;
             if (j < T) {
-                kv = base[(i64) j * rowW + kOff + d];
-                vv = base[(i64) j * rowW + vOff + d];
+                kv = ld(base, (i64) j * rowW + kOff + d);
+                vv = ld(base, (i64) j * rowW + vOff + d);
             }
             Ks[r * DP + d] = kv;
             Vs[r * DP + d] = vv;
@@ -160,20 +161,20 @@ __device__ void attention_backward_dq(float* dqkv, const float* dout, const floa
         }
     }
     if (active) {
-        float* o = dqkv + (i64) b * T * rowW + (i64) t * rowW + qOff;
+        E* o = dqkv + (i64) b * T * rowW + (i64) t * rowW + qOff;
 #pragma unroll
         for (int i = 0; i < NC; i++) {
             int d = lane + 32 * i;
-            if (d < D) o[d] = dq[i];
+            if (d < D) st(o, d, dq[i]);
         }
     }
 }
 
 // Grid (ceil(T/8), nKvHead, B): each warp owns key row j of kv head kvh and sums over the group's query heads and
 // all queries t >= j, so dk and dv have one writer each.
-template <int NC>
-__device__ void attention_backward_dkv(float* dqkv, const float* dout, const float* lse, const float* delta,
-                                       const float* qkv, int T, int H, int KVH, int D, float scale) {
+template <typename E, int NC>
+__device__ void attention_backward_dkv(E* dqkv, const E* dout, const float* lse, const float* delta,
+                                       const E* qkv, int T, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int DP = D + 1;
     float* Qs = sm;
@@ -187,13 +188,13 @@ __device__ void attention_backward_dkv(float* dqkv, const float* dout, const flo
     int group = H / KVH;
     i64 rowW = (i64) (H + 2 * KVH) * D;
     i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
-    const float* base = qkv + (i64) b * T * rowW;
+    const E* base = qkv + (i64) b * T * rowW;
     bool active = j < T;
     float* k = Kw + warp * D;
     float* v = Vw + warp * D;
     for (int d = lane; d < D; d += 32) {
-        k[d] = active ? base[(i64) j * rowW + kOff + d] : 0.f;
-        v[d] = active ? base[(i64) j * rowW + vOff + d] : 0.f;
+        k[d] = active ? ld(base, (i64) j * rowW + kOff + d) : 0.f;
+        v[d] = active ? ld(base, (i64) j * rowW + vOff + d) : 0.f;
     }
     float dk[NC], dv[NC];
 #pragma unroll
@@ -209,8 +210,8 @@ __device__ void attention_backward_dkv(float* dqkv, const float* dout, const flo
                 int r = idx / D, d = idx - r * D, t = t0 + r;
                 float qv = 0.f, ov = 0.f;
                 if (t < T) {
-                    qv = base[(i64) t * rowW + qOff + d];
-                    ov = dout[((i64) b * T + t) * H * D + qOff + d];
+                    qv = ld(base, (i64) t * rowW + qOff + d);
+                    ov = ld(dout, ((i64) b * T + t) * H * D + qOff + d);
                 }
                 Qs[r * DP + d] = qv;
                 Os[r * DP + d] = ov;
@@ -248,35 +249,43 @@ __device__ void attention_backward_dkv(float* dqkv, const float* dout, const flo
         }
     }
     if (active) {
-        float* row = dqkv + (i64) b * T * rowW + (i64) j * rowW;
+        E* row = dqkv + (i64) b * T * rowW + (i64) j * rowW;
 #pragma unroll
         for (int i = 0; i < NC; i++) {
             int d = lane + 32 * i;
             if (d < D) {
-                row[kOff + d] = dk[i];
-                row[vOff + d] = dv[i];
+                st(row, kOff + d, dk[i]);
+                st(row, vOff + d, dv[i]);
             }
         }
     }
 }
 
-#define INSTANTIATE(NC)                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(256) attention_forward_f32_##NC(                                       \
-            float* out, float* lse, const float* qkv, int T, int H, int KVH, int D, float scale) {                      \
-        attention_forward<NC>(out, lse, qkv, T, H, KVH, D, scale);                                                      \
+extern "C" __global__ void attention_delta_f32(float* delta, const float* dout, const float* out, int B, int T, int H, int D) {
+    attention_delta<float>(delta, dout, out, B, T, H, D);
+}
+extern "C" __global__ void attention_delta_bf16(float* delta, const bf16* dout, const bf16* out, int B, int T, int H, int D) {
+    attention_delta<bf16>(delta, dout, out, B, T, H, D);
+}
+
+#define INSTANTIATE(T, S, NC)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(256) attention_forward_##S##_##NC(                                     \
+            T* out, float* lse, const T* qkv, int Tn, int H, int KVH, int D, float scale) {                              \
+        attention_forward<T, NC>(out, lse, qkv, Tn, H, KVH, D, scale);                                                  \
     }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(256) attention_backward_dq_f32_##NC(                                   \
-            float* dqkv, const float* dout, const float* lse, const float* delta, const float* qkv, int T, int H,      \
+    extern "C" __global__ void __launch_bounds__(256) attention_backward_dq_##S##_##NC(                                 \
+            T* dqkv, const T* dout, const float* lse, const float* delta, const T* qkv, int Tn, int H,                  \
             int KVH, int D, float scale) {                                                                              \
-        attention_backward_dq<NC>(dqkv, dout, lse, delta, qkv, T, H, KVH, D, scale);                                    \
+        attention_backward_dq<T, NC>(dqkv, dout, lse, delta, qkv, Tn, H, KVH, D, scale);                                \
     }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(256) attention_backward_dkv_f32_##NC(                                  \
-            float* dqkv, const float* dout, const float* lse, const float* delta, const float* qkv, int T, int H,      \
+    extern "C" __global__ void __launch_bounds__(256) attention_backward_dkv_##S##_##NC(                                \
+            T* dqkv, const T* dout, const float* lse, const float* delta, const T* qkv, int Tn, int H,                  \
             int KVH, int D, float scale) {                                                                              \
-        attention_backward_dkv<NC>(dqkv, dout, lse, delta, qkv, T, H, KVH, D, scale);                                   \
+        attention_backward_dkv<T, NC>(dqkv, dout, lse, delta, qkv, Tn, H, KVH, D, scale);                               \
     }
 
-INSTANTIATE(1)
-INSTANTIATE(2)
-INSTANTIATE(4)
-INSTANTIATE(8)
+#define BOTH(NC) INSTANTIATE(float, f32, NC) INSTANTIATE(bf16, bf16, NC)
+BOTH(1)
+BOTH(2)
+BOTH(4)
+BOTH(8)

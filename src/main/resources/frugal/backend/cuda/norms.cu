@@ -1,31 +1,39 @@
-// LayerNorm and RMSNorm. Forward: one block per row. Backward: a grid of blocks over rows, each keeping its partial
+// LayerNorm and RMSNorm, templated on the activation type T (x, out, dx, dout); weights, their gradients, mean and
+// rstd are float. Forward: one block per row. Backward: a grid of blocks over rows, each keeping its partial
 // dweight/dbias column sums in shared memory (dynamic: 2*cols floats + 32), added into the gradients once at the end.
 
-extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* x, const float* w,
-                                                 const float* b, int rows, int cols, float eps) {
+#define FOR_TYPES(X) X(float, f32) X(bf16, bf16)
+
+template <typename T>
+__device__ void layernorm_forward_k(T* out, float* mean, float* rstd, const T* x, const float* w, const float* b,
+                                    int rows, int cols, float eps) {
     __shared__ float red[32];
     int row = blockIdx.x;
-    const float* xr = x + (i64) row * cols;
-    float* o = out + (i64) row * cols;
+    const T* xr = x + (i64) row * cols;
+    T* o = out + (i64) row * cols;
     float s = 0.f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) s += ld(xr, c);
     float m = block_sum(s, red) / cols;
     float v = 0.f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float d = xr[c] - m;
+        float d = ld(xr, c) - m;
         v += d * d;
     }
     float var = block_sum(v, red) / cols;
     float rs = 1.f / sqrtf(var + eps);
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) o[c] = (xr[c] - m) * rs * w[c] + b[c];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) st(o, c, (ld(xr, c) - m) * rs * w[c] + b[c]);
     if (threadIdx.x == 0) {
         mean[row] = m;
         rstd[row] = rs;
     }
 }
+#define LN_F(T, S) extern "C" __global__ void layernorm_forward_##S(T* out, float* mean, float* rstd, const T* x, \
+        const float* w, const float* b, int rows, int cols, float eps) { layernorm_forward_k<T>(out, mean, rstd, x, w, b, rows, cols, eps); }
+FOR_TYPES(LN_F)
 
-extern "C" __global__ void layernorm_backward_f32(float* dx, float* dw, float* db, const float* dout, const float* x,
-                                                  const float* w, const float* mean, const float* rstd, int rows, int cols) {
+template <typename T>
+__device__ void layernorm_backward_k(T* dx, float* dw, float* db, const T* dout, const T* x, const float* w,
+                                     const float* mean, const float* rstd, int rows, int cols) {
     extern __shared__ float sh[];
     float* dwPart = sh;
     float* dbPart = sh + cols;
@@ -39,42 +47,54 @@ extern "C" __global__ void layernorm_backward_f32(float* dx, float* dw, float* d
         float m = mean[row], s = rstd[row];
         float a = 0.f, bn = 0.f;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float norm = (x[base + c] - m) * s;
-            float dn = dout[base + c] * w[c];
+            float norm = (ld(x, base + c) - m) * s;
+            float dn = ld(dout, base + c) * w[c];
             a += dn;
             bn += dn * norm;
         }
         a = block_sum(a, red) / cols;
         bn = block_sum(bn, red) / cols;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float d = dout[base + c];
-            float norm = (x[base + c] - m) * s;
+            float d = ld(dout, base + c);
+            float norm = (ld(x, base + c) - m) * s;
             dbPart[c] += d;
             dwPart[c] += norm * d;
-            dx[base + c] += (d * w[c] - a - norm * bn) * s;
+            st(dx, base + c, ld(dx, base + c) + (d * w[c] - a - norm * bn) * s);
         }
     }
+    __syncthreads();
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         atomicAdd(&dw[c], dwPart[c]);
         atomicAdd(&db[c], dbPart[c]);
     }
 }
+#define LN_B(T, S) extern "C" __global__ void layernorm_backward_##S(T* dx, float* dw, float* db, const T* dout, const T* x, \
+        const float* w, const float* mean, const float* rstd, int rows, int cols) { \
+    layernorm_backward_k<T>(dx, dw, db, dout, x, w, mean, rstd, rows, cols); }
+FOR_TYPES(LN_B)
 
-extern "C" __global__ void rmsnorm_forward_f32(float* out, float* rstd, const float* x, const float* w, int rows, int cols,
-                                               float eps) {
+template <typename T>
+__device__ void rmsnorm_forward_k(T* out, float* rstd, const T* x, const float* w, int rows, int cols, float eps) {
     __shared__ float red[32];
     int row = blockIdx.x;
-    const float* xr = x + (i64) row * cols;
-    float* o = out + (i64) row * cols;
+    const T* xr = x + (i64) row * cols;
+    T* o = out + (i64) row * cols;
     float ss = 0.f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += xr[c] * xr[c];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = ld(xr, c);
+        ss += v * v;
+    }
     float rs = 1.f / sqrtf(block_sum(ss, red) / cols + eps);
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) o[c] = xr[c] * rs * w[c];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) st(o, c, ld(xr, c) * rs * w[c]);
     if (threadIdx.x == 0) rstd[row] = rs;
 }
+#define RMS_F(T, S) extern "C" __global__ void rmsnorm_forward_##S(T* out, float* rstd, const T* x, const float* w, int rows, \
+        int cols, float eps) { rmsnorm_forward_k<T>(out, rstd, x, w, rows, cols, eps); }
+FOR_TYPES(RMS_F)
 
-extern "C" __global__ void rmsnorm_backward_f32(float* dx, float* dw, const float* dout, const float* x, const float* w,
-                                                const float* rstd, int rows, int cols) {
+template <typename T>
+__device__ void rmsnorm_backward_k(T* dx, float* dw, const T* dout, const T* x, const float* w, const float* rstd,
+                                   int rows, int cols) {
     extern __shared__ float sh[];
     float* dwPart = sh;
     float* red = sh + cols;
@@ -83,14 +103,18 @@ extern "C" __global__ void rmsnorm_backward_f32(float* dx, float* dw, const floa
         i64 base = (i64) row * cols;
         float s = rstd[row];
         float bn = 0.f;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) bn += dout[base + c] * w[c] * x[base + c] * s;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) bn += ld(dout, base + c) * w[c] * ld(x, base + c) * s;
         bn = block_sum(bn, red) / cols;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float d = dout[base + c];
-            float norm = x[base + c] * s;
+            float d = ld(dout, base + c);
+            float norm = ld(x, base + c) * s;
             dwPart[c] += norm * d;
-            dx[base + c] += (d * w[c] - norm * bn) * s;
+            st(dx, base + c, ld(dx, base + c) + (d * w[c] - norm * bn) * s);
         }
     }
+    __syncthreads();
     for (int c = threadIdx.x; c < cols; c += blockDim.x) atomicAdd(&dw[c], dwPart[c]);
 }
+#define RMS_B(T, S) extern "C" __global__ void rmsnorm_backward_##S(T* dx, float* dw, const T* dout, const T* x, const float* w, \
+        const float* rstd, int rows, int cols) { rmsnorm_backward_k<T>(dx, dw, dout, x, w, rstd, rows, cols); }
+FOR_TYPES(RMS_B)

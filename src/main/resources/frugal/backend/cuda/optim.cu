@@ -38,3 +38,31 @@ extern "C" __global__ void adamw_f32(float* param, const float* grad, float* m, 
         param[i] = param[i] * decay - stepSize * mi / (sqrtf(vi) / correction2Sqrt + eps);
     }
 }
+
+// AdamW whose step scalars come from device memory, hyper = [lr, step], so that a captured step can be replayed with
+// new values; the bias corrections are computed here as the host does (double, then rounded to float). Also writes
+// the bf16 compute copy of the updated parameter when compute is non-null.
+extern "C" __global__ void adamw_hyper_f32(float* param, const float* grad, float* m, float* v, bf16* compute, i64 n,
+                                           const float* hyper, float beta1, float beta2, float eps, float weightDecay,
+                                           const float* normSquared, float maxNorm) {
+    float lr = hyper[0];
+    double step = (double) hyper[1];
+    float decay = 1.f - lr * weightDecay;
+    float stepSize = (float) ((double) lr / (1.0 - pow((double) beta1, step)));
+    float correction2Sqrt = (float) sqrt(1.0 - pow((double) beta2, step));
+    float clip = 1.f;
+    if (normSquared != 0) {
+        double norm = sqrt((double) normSquared[0]);
+        clip = (float) fmin(1.0, maxNorm / (norm + 1e-6));
+    }
+    GRID_STRIDE(i, n) {
+        float g = grad[i] * clip;
+        float mi = m[i] * beta1 + g * (1.f - beta1);
+        float vi = v[i] * beta2 + g * g * (1.f - beta2);
+        m[i] = mi;
+        v[i] = vi;
+        float p = param[i] * decay - stepSize * mi / (sqrtf(vi) / correction2Sqrt + eps);
+        param[i] = p;
+        if (compute != 0) compute[i] = f2bf(p);
+    }
+}

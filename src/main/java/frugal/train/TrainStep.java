@@ -1,0 +1,92 @@
+package frugal.train;
+
+import frugal.backend.Backend;
+import frugal.model.Transformer;
+import frugal.nn.Context;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * One training step on fixed shapes, the whole of it on the backend: upload ids and targets; zero the gradients,
+ * forward, backward, AdamW update; download the per-position losses. From the second call on, the device part is
+ * captured once as a graph ({@link Backend#capture}) and replayed, where the backend can (CUDA); elsewhere it runs
+ * op by op. The learning rate and step count reach the captured update through device memory
+ * ({@link AdamW#prepare}). Parameter values written from outside after the capture (loading weights) are not seen
+ * by the replayed step's compute copies: make a new TrainStep then.
+ */
+public final class TrainStep implements AutoCloseable {
+    private final Transformer model;
+    private final AdamW optimizer;
+    private final Backend ops;
+    private final Context ctx;
+    private final int batch;
+    private final int seq;
+    private final float maxNorm;
+    private final Tensor ids, targets, losses;
+    private final float[] hostLosses;
+    private boolean graphs;
+    private int calls;
+    private Backend.Graph graph;
+
+    public TrainStep(Transformer model, AdamW optimizer, Backend ops, Context ctx, int batch, int seq, float maxNorm, boolean graphs) {
+        this.model = model;
+        this.optimizer = optimizer;
+        this.ops = ops;
+        this.ctx = ctx;
+        this.batch = batch;
+        this.seq = seq;
+        this.maxNorm = maxNorm;
+        this.graphs = graphs;
+        int rows = batch * seq;
+        ids = ops.allocate(DType.I32, rows);
+        targets = ops.allocate(DType.I32, rows);
+        losses = ops.allocate(DType.F32, rows);
+        hostLosses = new float[rows];
+    }
+
+    /** Turns graph replay on or off (off: every op is issued from the host, as a profiler needs). */
+    public void setGraphs(boolean graphs) {
+        this.graphs = graphs;
+    }
+
+    /** Whether the last step was a graph replay. */
+    public boolean replaying() {
+        return graphs && graph != null;
+    }
+
+    /** Runs one step at learning rate lr on ids/targets [batch*seq]; returns the mean loss (before the update). */
+    public double run(int[] in, int[] tg, float lr) {
+        ops.upload(ids, MemorySegment.ofArray(in));
+        ops.upload(targets, MemorySegment.ofArray(tg));
+        optimizer.prepare(lr);
+        if (graphs && graph == null && calls >= 1) graph = ops.capture(this::deviceStep);
+        if (graphs && graph != null) graph.replay();
+        else deviceStep();
+        calls++;
+        ops.download(losses, MemorySegment.ofArray(hostLosses));
+        double sum = 0;
+        for (float l : hostLosses) sum += l;
+        return sum / hostLosses.length;
+    }
+
+    /** The pre-clip gradient norm of the last step. */
+    public float gradNorm() {
+        return optimizer.gradNorm();
+    }
+
+    private void deviceStep() {
+        int rows = batch * seq;
+        model.params().zeroGrad();
+        model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
+        model.backward(ctx, batch, seq);
+        optimizer.update(maxNorm);
+    }
+
+    @Override
+    public void close() {
+        if (graph != null) graph.close();
+        graph = null;
+    }
+}

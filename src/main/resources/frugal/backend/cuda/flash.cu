@@ -1,0 +1,336 @@
+// Causal grouped-query attention on bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation), flash-attention 2
+// manner: no T×T matrix in memory. Layouts as attention.cu: qkv row [q heads | k heads | v heads] (bf16), out
+// [B*T, H*D] (bf16), lse [B, H, T] (float, natural log). Head dimension D is a template parameter (multiple of 32).
+// A block is 4 warps over a tile of 64 rows (16 per warp); keys (or queries) stream through shared memory in tiles
+// of 64 rows, padded by 8 elements so that ldmatrix reads are free of bank conflicts.
+//   forward:  grid (T/64, H, B), one query tile per block, online softmax in exp2 units.
+//   backward: delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu), then dq (grid (T/64, H, B), recomputes
+//             P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over the group's heads and query tiles);
+//             each output has one writer, no atomics.
+
+#define BM 64
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned* r, const bf16* p) {
+    unsigned addr = (unsigned) __cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(unsigned* r, const bf16* p) {
+    unsigned addr = (unsigned) __cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+// 64 rows of D bf16 from global (row r at base + (r0 + r) * rowW + off) into shared (row stride D + 8); rows at or
+// past T are zero.
+template <int D>
+__device__ __forceinline__ void load_tile(bf16* sm, const bf16* base, i64 rowW, i64 off, int r0, int T) {
+    constexpr int CH = D / 8, S = D + 8;
+    for (int i = threadIdx.x; i < BM * CH; i += blockDim.x) {
+        int r = i / CH, ch = i - r * CH, t = r0 + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t < T) v = *reinterpret_cast<const uint4*>(base + (i64) t * rowW + off + ch * 8);
+        *reinterpret_cast<uint4*>(sm + r * S + ch * 8) = v;
+    }
+}
+
+// A fragments (16 rows × D) of this warp's rows of a shared tile.
+template <int D>
+__device__ __forceinline__ void load_a(unsigned (*a)[4], const bf16* sm, int warp, int lane) {
+    constexpr int S = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) ldsm_x4(a[kk], sm + (warp * 16 + (lane & 15)) * S + kk * 16 + (lane >> 4) * 8);
+}
+
+// s[16 × 64] = A[16 × D] · Bᵀ, B a shared tile [64 rows][D].
+template <int D>
+__device__ __forceinline__ void mma_abt(float (*s)[4], const unsigned (*a)[4], const bf16* Bs, int lane) {
+    constexpr int S = D + 8;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk += 2) {
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            unsigned b[4];
+            ldsm_x4(b, Bs + (nt * 8 + (lane & 7)) * S + kk * 16 + (lane >> 3) * 8);
+            mma16816(s[nt], a[kk], b[0], b[1]);
+            mma16816(s[nt], a[kk + 1], b[2], b[3]);
+        }
+    }
+}
+
+// o[16 × D] += p[16 × 64] · B, p in accumulator layout (rounded to bf16 here), B a shared tile [64 rows][D].
+template <int D>
+__device__ __forceinline__ void mma_pb(float (*o)[4], const float (*p)[4], const bf16* Bs, int lane) {
+    constexpr int S = D + 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        unsigned a[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                         pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt += 2) {
+            unsigned b[4];
+            ldsm_x4_t(b, Bs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dt * 8 + (lane >> 4) * 8);
+            mma16816(o[dt], a, b[0], b[1]);
+            mma16816(o[dt + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, 1));
+    return fmaxf(v, __shfl_xor_sync(FULL_MASK, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(FULL_MASK, v, 1);
+    return v + __shfl_xor_sync(FULL_MASK, v, 2);
+}
+
+// Rows r (this lane's rows g and g+8 of 16) of an accumulator [16 × D] into global bf16 at base + row * rowW + off.
+template <int D>
+__device__ __forceinline__ void store_rows(bf16* base, i64 rowW, i64 off, int rowA, int T, const float (*o)[4],
+                                           float sA, float sB, int c) {
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        int d = dt * 8 + 2 * c;
+        if (rowA < T) *reinterpret_cast<unsigned*>(base + (i64) rowA * rowW + off + d) = pack_bf16(o[dt][0] * sA, o[dt][1] * sA);
+        if (rowA + 8 < T) *reinterpret_cast<unsigned*>(base + (i64) (rowA + 8) * rowW + off + d) = pack_bf16(o[dt][2] * sB, o[dt][3] * sB);
+    }
+}
+
+template <int D>
+__device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16* Qs = reinterpret_cast<bf16*>(smraw);
+    bf16* Ks = Qs + BM * S;
+    bf16* Vs = Ks + BM * S;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    int kvh = h / (H / KVH);
+    i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    load_tile<D>(Qs, base, rowW, qOff, q0, T);
+    __syncthreads();
+    unsigned qa[D / 16][4];
+    load_a<D>(qa, Qs, warp, lane);
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float mA = -FRUGAL_INF, mB = -FRUGAL_INF, lA = 0.f, lB = 0.f;
+    const float sl2 = scale * LOG2E;
+    int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    int nEnd = min(T, q0 + BM);
+    for (int n0 = 0; n0 < nEnd; n0 += BM) {
+        __syncthreads();
+        load_tile<D>(Ks, base, rowW, kOff, n0, T);
+        load_tile<D>(Vs, base, rowW, vOff, n0, T);
+        __syncthreads();
+        float s[8][4];
+        mma_abt<D>(s, qa, Ks, lane);
+        float xA = -FRUGAL_INF, xB = -FRUGAL_INF;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = n0 + nt * 8 + 2 * c + e;
+                float a = key <= rowA && key < T ? s[nt][e] * sl2 : -FRUGAL_INF;
+                float bb = key <= rowB && key < T ? s[nt][2 + e] * sl2 : -FRUGAL_INF;
+                s[nt][e] = a;
+                s[nt][2 + e] = bb;
+                xA = fmaxf(xA, a);
+                xB = fmaxf(xB, bb);
+            }
+        }
+        float nA = fmaxf(mA, quad_max(xA)), nB = fmaxf(mB, quad_max(xB));
+        float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
+        float cA = exp2f(mA - uA), cB = exp2f(mB - uB);
+        lA *= cA;
+        lB *= cB;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float pa = exp2f(s[nt][e] - uA), pb = exp2f(s[nt][2 + e] - uB);
+                s[nt][e] = pa;
+                s[nt][2 + e] = pb;
+                lA += pa;
+                lB += pb;
+            }
+        }
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            o[dt][0] *= cA;
+            o[dt][1] *= cA;
+            o[dt][2] *= cB;
+            o[dt][3] *= cB;
+        }
+        mA = nA;
+        mB = nB;
+        mma_pb<D>(o, s, Vs, lane);
+    }
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
+    if (c == 0) {
+        if (rowA < T) lse[((i64) b * H + h) * T + rowA] = mA * LN2 + logf(lA);
+        if (rowB < T) lse[((i64) b * H + h) * T + rowB] = mB * LN2 + logf(lB);
+    }
+}
+
+template <int D>
+__device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
+                                  int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16* Qs = reinterpret_cast<bf16*>(smraw);
+    bf16* Os = Qs + BM * S;
+    bf16* Ks = Os + BM * S;
+    bf16* Vs = Ks + BM * S;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    int kvh = h / (H / KVH);
+    i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    load_tile<D>(Qs, base, rowW, qOff, q0, T);
+    load_tile<D>(Os, dout + (i64) b * T * H * D, (i64) H * D, qOff, q0, T);
+    __syncthreads();
+    unsigned qa[D / 16][4], da[D / 16][4];
+    load_a<D>(qa, Qs, warp, lane);
+    load_a<D>(da, Os, warp, lane);
+    int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    const float* lseRow = lse + ((i64) b * H + h) * T;
+    const float* deltaRow = delta + ((i64) b * H + h) * T;
+    float lseA = rowA < T ? lseRow[rowA] * LOG2E : 0.f, lseB = rowB < T ? lseRow[rowB] * LOG2E : 0.f;
+    float dlA = rowA < T ? deltaRow[rowA] : 0.f, dlB = rowB < T ? deltaRow[rowB] : 0.f;
+    const float sl2 = scale * LOG2E;
+    float dq[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+    int nEnd = min(T, q0 + BM);
+    for (int n0 = 0; n0 < nEnd; n0 += BM) {
+        __syncthreads();
+        load_tile<D>(Ks, base, rowW, kOff, n0, T);
+        load_tile<D>(Vs, base, rowW, vOff, n0, T);
+        __syncthreads();
+        float s[8][4], dp[8][4];
+        mma_abt<D>(s, qa, Ks, lane);
+        mma_abt<D>(dp, da, Vs, lane);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = n0 + nt * 8 + 2 * c + e;
+                float pa = key <= rowA && key < T ? exp2f(s[nt][e] * sl2 - lseA) : 0.f;
+                float pb = key <= rowB && key < T ? exp2f(s[nt][2 + e] * sl2 - lseB) : 0.f;
+                s[nt][e] = pa * (dp[nt][e] - dlA);
+                s[nt][2 + e] = pb * (dp[nt][2 + e] - dlB);
+            }
+        }
+        mma_pb<D>(dq, s, Ks, lane);
+    }
+    store_rows<D>(dqkv + (i64) b * T * rowW, rowW, qOff, rowA, T, dq, scale, scale, c);
+}
+
+template <int D>
+__device__ void flash_backward_dkv(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
+                                   int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16* Ks = reinterpret_cast<bf16*>(smraw);
+    bf16* Vs = Ks + BM * S;
+    bf16* Qs = Vs + BM * S;
+    bf16* Os = Qs + BM * S;
+    float* Ls = reinterpret_cast<float*>(Os + BM * S);
+    float* Dl = Ls + BM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    load_tile<D>(Ks, base, rowW, kOff, k0, T);
+    load_tile<D>(Vs, base, rowW, vOff, k0, T);
+    __syncthreads();
+    unsigned ka[D / 16][4], va[D / 16][4];
+    load_a<D>(ka, Ks, warp, lane);
+    load_a<D>(va, Vs, warp, lane);
+    int keyA = k0 + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        i64 qOff = (i64) h * D;
+        const float* lseRow = lse + ((i64) b * H + h) * T;
+        const float* deltaRow = delta + ((i64) b * H + h) * T;
+        for (int q0 = k0; q0 < T; q0 += BM) {
+            __syncthreads();
+            load_tile<D>(Qs, base, rowW, qOff, q0, T);
+            load_tile<D>(Os, dbase, (i64) H * D, qOff, q0, T);
+            for (int i = threadIdx.x; i < BM; i += blockDim.x) {
+                int t = q0 + i;
+                Ls[i] = t < T ? lseRow[t] * LOG2E : 0.f;
+                Dl[i] = t < T ? deltaRow[t] : 0.f;
+            }
+            __syncthreads();
+            float s[8][4], dp[8][4];
+            mma_abt<D>(s, ka, Qs, lane);
+            mma_abt<D>(dp, va, Os, lane);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int qi = nt * 8 + 2 * c + e, q = q0 + qi;
+                    float ls = Ls[qi], dl = Dl[qi];
+                    float pa = q >= keyA && q < T ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
+                    float pb = q >= keyB && q < T ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
+                    s[nt][e] = pa;
+                    s[nt][2 + e] = pb;
+                    dp[nt][e] = pa * (dp[nt][e] - dl);
+                    dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
+                }
+            }
+            mma_pb<D>(dv, s, Os, lane);
+            mma_pb<D>(dk, dp, Qs, lane);
+        }
+    }
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+#define FLASH(D)                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128) flash_forward_##D(bf16* out, float* lse, const bf16* qkv, int T,  \
+                                                                        int H, int KVH, float scale) {                  \
+        flash_forward<D>(out, lse, qkv, T, H, KVH, scale);                                                             \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_##D(bf16* dqkv, const bf16* dout,              \
+            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
+        flash_backward_dq<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                           \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_##D(bf16* dqkv, const bf16* dout,             \
+            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
+        flash_backward_dkv<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                          \
+    }
+
+FLASH(32)
+FLASH(64)
+FLASH(128)
