@@ -66,6 +66,15 @@ public interface Backend extends AutoCloseable {
      */
     void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate);
 
+    /**
+     * The forward of a linear layer, out[m,n] = a[m,k]·b[n,k]ᵀ (+ bias[n] when bias is non-null): matmul then addBias,
+     * which a backend may fuse (cuBLASLt's bias epilogue).
+     */
+    default void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        matmul(out, a, b, m, n, k, false, true, false);
+        if (bias != null) addBias(out, bias, m, n);
+    }
+
     /** out[r,c] += bias[c]. */
     void addBias(Tensor out, Tensor bias, int rows, int cols);
 

@@ -65,6 +65,13 @@ public final class ProfilingBackend implements Backend {
         stop("adamw", t, 0);
     }
 
+    @Override
+    public void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        long t = start();
+        inner.linearForward(out, a, b, bias, m, n, k);
+        stop(bias != null ? "matmul fwd (NT) + bias" : "matmul fwd (NT)", t, 2.0 * m * n * k);
+    }
+
     /** Captures through the wrapped backend while profiling is off (a profiled op synchronizes, which a graph cannot). */
     @Override
     public Graph capture(Runnable work) {

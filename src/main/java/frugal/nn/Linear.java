@@ -38,8 +38,7 @@ public final class Linear {
 
     /** The forward computation without stashing (inference). */
     public void apply(Context ctx, Tensor y, Tensor x, int rows) {
-        ctx.ops().matmul(y, x, weight.compute(), rows, out, in, false, true, false);
-        if (bias != null) ctx.ops().addBias(y, bias.value(), rows, out);
+        ctx.ops().linearForward(y, x, weight.compute(), bias == null ? null : bias.value(), rows, out, in);
     }
 
     /** dx[rows, in] = dy·W (overwrites); dW += dyᵀ·x; db += Σ dy. */

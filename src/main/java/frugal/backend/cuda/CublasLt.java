@@ -33,6 +33,10 @@ final class CublasLt implements AutoCloseable {
     static final int DESC_TRANSA = 3;
     static final int DESC_TRANSB = 4;
     static final int DESC_EPILOGUE = 7;
+    static final int DESC_BIAS_POINTER = 8;
+    static final int DESC_BIAS_DATA_TYPE = 26;
+    // cublasLt.h: cublasLtEpilogue_t
+    static final int EPILOGUE_BIAS = 4;
     // cublasLt.h: cublasLtMatmulPreferenceAttributes_t
     static final int PREF_MAX_WORKSPACE_BYTES = 1;
     static final int PREF_MIN_ALIGNMENT_A_BYTES = 5;
@@ -55,7 +59,7 @@ final class CublasLt implements AutoCloseable {
             prefDestroy, heuristic, destroy;
     private final MemorySegment handle;
     private final long workspace;
-    private final MemorySegment alpha, betaZero, betaOne;
+    private final MemorySegment alpha, betaZero, betaOne, biasPointer;
     private final Map<PlanKey, Plan> plans = new HashMap<>();
 
     static NativeLibs.Lib library() {
@@ -97,6 +101,7 @@ final class CublasLt implements AutoCloseable {
         alpha = arena.allocateFrom(JAVA_FLOAT, 1f);
         betaZero = arena.allocateFrom(JAVA_FLOAT, 0f);
         betaOne = arena.allocateFrom(JAVA_FLOAT, 1f);
+        biasPointer = arena.allocate(JAVA_LONG);
     }
 
     private String statusText(int status) {
@@ -123,7 +128,7 @@ final class CublasLt implements AutoCloseable {
     }
 
     private record PlanKey(int m, int n, int k, boolean transA, boolean transB, int abType, int cType, int computeType,
-                           int alignA, int alignB, int alignC) {
+                           int alignA, int alignB, int alignC, boolean bias) {
     }
 
     private record Plan(MemorySegment desc, MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutC,
@@ -143,9 +148,40 @@ final class CublasLt implements AutoCloseable {
      */
     void matmul(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
                 int abType, int cType, int computeType) {
+        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType);
+    }
+
+    /**
+     * Whether a plan with the bias epilogue (fp32 bias added to every row of out) exists for this shape; false when
+     * cuBLASLt has none (the caller then adds the bias itself).
+     */
+    boolean supportsBias(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, int abType,
+                         int cType, int computeType) {
+        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out), true);
+        if (plans.containsKey(key)) return true;
+        if (noBias.contains(key)) return false;
+        try {
+            plans.put(key, plan(key));
+            return true;
+        } catch (FrugalException e) {
+            noBias.add(key);
+            return false;
+        }
+    }
+
+    private final java.util.Set<PlanKey> noBias = new java.util.HashSet<>();
+
+    /** As above, with bias (a device pointer to n floats, 0 for none) added to each row of out in the epilogue. */
+    void matmul(long out, long a, long b, long bias, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
+                int abType, int cType, int computeType) {
         if (m == 0 || n == 0) return;
-        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out));
+        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out),
+                bias != 0);
         Plan plan = plans.computeIfAbsent(key, this::plan);
+        if (bias != 0) {
+            biasPointer.set(JAVA_LONG, 0, bias);
+            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        }
         int r = invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
                 MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
                 plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, plan.algo == null ? MemorySegment.NULL : plan.algo,
@@ -164,6 +200,12 @@ final class CublasLt implements AutoCloseable {
         // [k,n] and needs op T.
         setInt(desc, DESC_TRANSA, key.transB ? CUBLAS_OP_T : CUBLAS_OP_N);
         setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
+        if (key.bias) {
+            setInt(desc, DESC_EPILOGUE, EPILOGUE_BIAS);
+            setInt(desc, DESC_BIAS_DATA_TYPE, CUDA_R_32F);
+            biasPointer.set(JAVA_LONG, 0, 256L); // a placeholder for the heuristic; the real one is set per call
+            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        }
         MemorySegment layoutA = key.transB ? layout(key.abType, key.k, key.n, key.k) : layout(key.abType, key.n, key.k, key.n);
         MemorySegment layoutB = key.transA ? layout(key.abType, key.m, key.k, key.m) : layout(key.abType, key.k, key.m, key.k);
         MemorySegment layoutC = layout(key.cType, key.n, key.m, key.n);

@@ -457,6 +457,29 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        bind();
+        if (bias == null || k == 0 || m == 0 || n == 0 || a.dtype() != b.dtype() || !"1".equals(System.getenv().getOrDefault("FRUGAL_CUDA_BIAS_EPILOGUE", "1"))) {
+            Backend.super.linearForward(out, a, b, bias, m, n, k);
+            return;
+        }
+        f32("linearForward", bias);
+        need("linearForward", "a", a, (long) m * k);
+        need("linearForward", "b", b, (long) k * n);
+        need("linearForward", "out", out, (long) m * n);
+        need("linearForward", "bias", bias, n);
+        int abType = cudaType(a.dtype()), cType = cudaType(out.dtype());
+        int compute = abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
+        if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F
+                || !blas.supportsBias(out.data().address(), a.data().address(), b.data().address(), m, n, k, false, true, abType, cType, compute)) {
+            Backend.super.linearForward(out, a, b, bias, m, n, k);
+            return;
+        }
+        blas.matmul(out.data().address(), a.data().address(), b.data().address(), bias.data().address(), m, n, k, false, true,
+                false, abType, cType, compute);
+    }
+
+    @Override
     public void addBias(Tensor out, Tensor bias, int rows, int cols) {
         bind();
         String t = act("addBias", out);
@@ -493,6 +516,11 @@ public final class CudaBackend implements Backend {
         need("layerNormForward", "x", x, (long) rows * cols);
         need("layerNormForward", "out", out, (long) rows * cols);
         if (rows == 0) return;
+        if (cols <= 2048) { // a warp per row
+            kernels.launch(NORMS, "layernorm_forward_warp_" + t, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
+                    out, mean, rstd, x, weight, bias, rows, cols, eps);
+            return;
+        }
         kernels.launch(NORMS, "layernorm_forward_" + t, rows, 1, 1, rowThreads(cols), 1, 1, 0,
                 out, mean, rstd, x, weight, bias, rows, cols, eps);
     }
@@ -505,6 +533,11 @@ public final class CudaBackend implements Backend {
         f32("layerNormBackward", dweight, dbias, weight, mean, rstd);
         need("layerNormBackward", "dx", dx, (long) rows * cols);
         if (rows == 0) return;
+        if (cols <= 4096) { // a warp per row; a block's column sums in shared memory
+            kernels.launch(NORMS, "layernorm_backward_warp_" + t, Math.min((rows + 7) / 8, smCount * 8), 1, 1, 256, 1, 1,
+                    2 * cols * 4, dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+            return;
+        }
         int shared = (2 * cols + 32) * 4;
         kernels.launch(NORMS, "layernorm_backward_" + t, Math.min(rows, smCount * 2), 1, 1, rowThreads(cols), 1, 1, shared,
                 dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
@@ -595,6 +628,9 @@ public final class CudaBackend implements Backend {
                 && !"0".equals(System.getenv("FRUGAL_CUDA_FLASH"));
     }
 
+    /** FRUGAL_CUDA_FLASH_PIPE=0: flash kernels without the cp.async double buffering of key/value tiles. */
+    private static final boolean FLASH_PIPE = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_PIPE"));
+
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
     }
@@ -611,8 +647,8 @@ public final class CudaBackend implements Backend {
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         if (flash(t, headDim, out, qkv)) {
-            kernels.launch(FLASH, "flash_forward_" + headDim, (seq + 63) / 64, nHead, batch, 128, 1, 1,
-                    flashShared(headDim, 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, (FLASH_PIPE ? "flash_forward_pipe_" : "flash_forward_") + headDim, (seq + 63) / 64, nHead, batch,
+                    128, 1, 1, flashShared(headDim, FLASH_PIPE ? 5 : 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
             return;
         }
         int nc = headChunks(headDim);
@@ -642,10 +678,11 @@ public final class CudaBackend implements Backend {
                 32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
         if (flash(t, headDim, dqkv, dout, qkv)) {
             int tiles = (seq + 63) / 64;
-            kernels.launch(FLASH, "flash_backward_dq_" + headDim, tiles, nHead, batch, 128, 1, 1, flashShared(headDim, 4, 0),
-                    dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            kernels.launch(FLASH, "flash_backward_dkv_" + headDim, tiles, nKvHead, batch, 128, 1, 1,
-                    flashShared(headDim, 4, 128), dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dq_pipe_" : "flash_backward_dq_") + headDim, tiles, nHead, batch,
+                    128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, 0), dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dkv_pipe_" : "flash_backward_dkv_") + headDim, tiles, nKvHead,
+                    batch, 128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, FLASH_PIPE ? 256 : 128), dqkv, dout, lse, delta,
+                    qkv, seq, nHead, nKvHead, scale);
             return;
         }
         int qBlocks = (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS;

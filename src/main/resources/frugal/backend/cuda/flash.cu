@@ -43,6 +43,27 @@ __device__ __forceinline__ void load_tile(bf16* sm, const bf16* base, i64 rowW, 
     }
 }
 
+// As load_tile, with cp.async (16 bytes per copy, zero-filled past T); completes at cp.async.wait_group.
+template <int D>
+__device__ __forceinline__ void load_tile_async(bf16* sm, const bf16* base, i64 rowW, i64 off, int r0, int T) {
+    constexpr int CH = D / 8, S = D + 8;
+    for (int i = threadIdx.x; i < BM * CH; i += blockDim.x) {
+        int r = i / CH, ch = i - r * CH, t = r0 + r;
+        const bf16* src = t < T ? base + (i64) t * rowW + off + ch * 8 : base;
+        unsigned dst = (unsigned) __cvta_generic_to_shared(sm + r * S + ch * 8);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 16 : 0));
+    }
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" :: "n"(N));
+}
+
 // A fragments (16 rows × D) of this warp's rows of a shared tile.
 template <int D>
 __device__ __forceinline__ void load_a(unsigned (*a)[4], const bf16* sm, int warp, int lane) {
@@ -109,13 +130,12 @@ __device__ __forceinline__ void store_rows(bf16* base, i64 rowW, i64 off, int ro
     }
 }
 
-template <int D>
+template <int D, bool PIPE>
 __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
     constexpr int S = D + 8;
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16* Qs = reinterpret_cast<bf16*>(smraw);
-    bf16* Ks = Qs + BM * S;
-    bf16* Vs = Ks + BM * S;
+    bf16* Kb = Qs + BM * S; // K, V (and with PIPE a second K, V for the next tile)
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
     i64 rowW = (i64) (H + 2 * KVH) * D;
@@ -123,6 +143,11 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
     i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
     const bf16* base = qkv + (i64) b * T * rowW;
     load_tile<D>(Qs, base, rowW, qOff, q0, T);
+    if (PIPE) {
+        load_tile_async<D>(Kb, base, rowW, kOff, 0, T);
+        load_tile_async<D>(Kb + BM * S, base, rowW, vOff, 0, T);
+        cp_async_commit();
+    }
     __syncthreads();
     unsigned qa[D / 16][4];
     load_a<D>(qa, Qs, warp, lane);
@@ -133,11 +158,29 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
     const float sl2 = scale * LOG2E;
     int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
     int nEnd = min(T, q0 + BM);
-    for (int n0 = 0; n0 < nEnd; n0 += BM) {
-        __syncthreads();
-        load_tile<D>(Ks, base, rowW, kOff, n0, T);
-        load_tile<D>(Vs, base, rowW, vOff, n0, T);
-        __syncthreads();
+    for (int n0 = 0, it = 0; n0 < nEnd; n0 += BM, it++) {
+        bf16 *Ks, *Vs;
+        if (PIPE) {
+            Ks = Kb + (it & 1) * 2 * BM * S;
+            Vs = Ks + BM * S;
+            if (n0 + BM < nEnd) {
+                bf16* nk = Kb + ((it + 1) & 1) * 2 * BM * S;
+                load_tile_async<D>(nk, base, rowW, kOff, n0 + BM, T);
+                load_tile_async<D>(nk + BM * S, base, rowW, vOff, n0 + BM, T);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
+            __syncthreads();
+        } else {
+            Ks = Kb;
+            Vs = Kb + BM * S;
+            __syncthreads();
+            load_tile<D>(Ks, base, rowW, kOff, n0, T);
+            load_tile<D>(Vs, base, rowW, vOff, n0, T);
+            __syncthreads();
+        }
         float s[8][4];
         mma_abt<D>(s, qa, Ks, lane);
         float xA = -FRUGAL_INF, xB = -FRUGAL_INF;
@@ -180,6 +223,7 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
         mA = nA;
         mB = nB;
         mma_pb<D>(o, s, Vs, lane);
+        if (PIPE) __syncthreads(); // this tile's buffers are refilled two iterations on
     }
     lA = quad_sum(lA);
     lB = quad_sum(lB);
@@ -190,15 +234,14 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
     }
 }
 
-template <int D>
+template <int D, bool PIPE>
 __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
                                   int T, int H, int KVH, float scale) {
     constexpr int S = D + 8;
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16* Qs = reinterpret_cast<bf16*>(smraw);
     bf16* Os = Qs + BM * S;
-    bf16* Ks = Os + BM * S;
-    bf16* Vs = Ks + BM * S;
+    bf16* Kb = Os + BM * S;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
     i64 rowW = (i64) (H + 2 * KVH) * D;
@@ -207,6 +250,11 @@ __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse
     const bf16* base = qkv + (i64) b * T * rowW;
     load_tile<D>(Qs, base, rowW, qOff, q0, T);
     load_tile<D>(Os, dout + (i64) b * T * H * D, (i64) H * D, qOff, q0, T);
+    if (PIPE) {
+        load_tile_async<D>(Kb, base, rowW, kOff, 0, T);
+        load_tile_async<D>(Kb + BM * S, base, rowW, vOff, 0, T);
+        cp_async_commit();
+    }
     __syncthreads();
     unsigned qa[D / 16][4], da[D / 16][4];
     load_a<D>(qa, Qs, warp, lane);
@@ -221,11 +269,29 @@ __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse
 #pragma unroll
     for (int dt = 0; dt < D / 8; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
     int nEnd = min(T, q0 + BM);
-    for (int n0 = 0; n0 < nEnd; n0 += BM) {
-        __syncthreads();
-        load_tile<D>(Ks, base, rowW, kOff, n0, T);
-        load_tile<D>(Vs, base, rowW, vOff, n0, T);
-        __syncthreads();
+    for (int n0 = 0, it = 0; n0 < nEnd; n0 += BM, it++) {
+        bf16 *Ks, *Vs;
+        if (PIPE) {
+            Ks = Kb + (it & 1) * 2 * BM * S;
+            Vs = Ks + BM * S;
+            if (n0 + BM < nEnd) {
+                bf16* nk = Kb + ((it + 1) & 1) * 2 * BM * S;
+                load_tile_async<D>(nk, base, rowW, kOff, n0 + BM, T);
+                load_tile_async<D>(nk + BM * S, base, rowW, vOff, n0 + BM, T);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
+            __syncthreads();
+        } else {
+            Ks = Kb;
+            Vs = Kb + BM * S;
+            __syncthreads();
+            load_tile<D>(Ks, base, rowW, kOff, n0, T);
+            load_tile<D>(Vs, base, rowW, vOff, n0, T);
+            __syncthreads();
+        }
         float s[8][4], dp[8][4];
         mma_abt<D>(s, qa, Ks, lane);
         mma_abt<D>(dp, da, Vs, lane);
@@ -241,6 +307,7 @@ __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse
             }
         }
         mma_pb<D>(dq, s, Ks, lane);
+        if (PIPE) __syncthreads();
     }
     store_rows<D>(dqkv + (i64) b * T * rowW, rowW, qOff, rowA, T, dq, scale, scale, c);
 }
@@ -317,18 +384,124 @@ __device__ void flash_backward_dkv(bf16* dqkv, const bf16* dout, const float* ls
     store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
 }
 
+// dk/dv with cp.async double buffering: the (head, query tile) items of the loop are flattened, and item i+1's Q,
+// dO, lse and delta load while item i computes. Shared: K, V, then two buffers of {Q, dO, lse[64], delta[64]}.
+template <int D>
+__device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
+                                        int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8;
+    constexpr int BUF = 2 * BM * S * 2 + 2 * BM * 4; // bytes of one buffer
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16* Ks = reinterpret_cast<bf16*>(smraw);
+    bf16* Vs = Ks + BM * S;
+    unsigned char* bufs = smraw + 2 * BM * S * 2;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
+    auto issue = [&](int item) {
+        unsigned char* buf = bufs + (item & 1) * BUF;
+        bf16* Qb = reinterpret_cast<bf16*>(buf);
+        bf16* Ob = Qb + BM * S;
+        float* Lb = reinterpret_cast<float*>(Ob + BM * S);
+        float* Db = Lb + BM;
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        load_tile_async<D>(Qb, base, rowW, (i64) h * D, q0, T);
+        load_tile_async<D>(Ob, dbase, (i64) H * D, (i64) h * D, q0, T);
+        const float* lr = lse + ((i64) b * H + h) * T;
+        const float* dr = delta + ((i64) b * H + h) * T;
+        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
+            int t = q0 + (i & (BM - 1));
+            const float* src = i < BM ? lr : dr;
+            src = t < T ? src + t : src;
+            unsigned dst = (unsigned) __cvta_generic_to_shared(i < BM ? Lb + i : Db + (i - BM));
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
+        }
+        cp_async_commit();
+    };
+    load_tile<D>(Ks, base, rowW, kOff, k0, T);
+    load_tile<D>(Vs, base, rowW, vOff, k0, T);
+    if (items > 0) issue(0);
+    __syncthreads();
+    unsigned ka[D / 16][4], va[D / 16][4];
+    load_a<D>(ka, Ks, warp, lane);
+    load_a<D>(va, Vs, warp, lane);
+    int keyA = k0 + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    for (int item = 0; item < items; item++) {
+        if (item + 1 < items) {
+            issue(item + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        unsigned char* buf = bufs + (item & 1) * BUF;
+        bf16* Qs = reinterpret_cast<bf16*>(buf);
+        bf16* Os = Qs + BM * S;
+        float* Ls = reinterpret_cast<float*>(Os + BM * S);
+        float* Dl = Ls + BM;
+        int q0 = k0 + (item % nq) * BM;
+        float s[8][4], dp[8][4];
+        mma_abt<D>(s, ka, Qs, lane);
+        mma_abt<D>(dp, va, Os, lane);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int qi = nt * 8 + 2 * c + e, q = q0 + qi;
+                float ls = Ls[qi] * LOG2E, dl = Dl[qi];
+                float pa = q >= keyA && q < T ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
+                float pb = q >= keyB && q < T ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
+                s[nt][e] = pa;
+                s[nt][2 + e] = pb;
+                dp[nt][e] = pa * (dp[nt][e] - dl);
+                dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
+            }
+        }
+        mma_pb<D>(dv, s, Os, lane);
+        mma_pb<D>(dk, dp, Qs, lane);
+        __syncthreads(); // this buffer is refilled two items on
+    }
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
 #define FLASH(D)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) flash_forward_##D(bf16* out, float* lse, const bf16* qkv, int T,  \
                                                                         int H, int KVH, float scale) {                  \
-        flash_forward<D>(out, lse, qkv, T, H, KVH, scale);                                                             \
+        flash_forward<D, false>(out, lse, qkv, T, H, KVH, scale);                                                      \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_forward_pipe_##D(bf16* out, float* lse, const bf16* qkv,    \
+                                                                             int T, int H, int KVH, float scale) {      \
+        flash_forward<D, true>(out, lse, qkv, T, H, KVH, scale);                                                       \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_##D(bf16* dqkv, const bf16* dout,              \
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
-        flash_backward_dq<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                           \
+        flash_backward_dq<D, false>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                    \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_pipe_##D(bf16* dqkv, const bf16* dout,         \
+            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
+        flash_backward_dq<D, true>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                     \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_##D(bf16* dqkv, const bf16* dout,             \
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
         flash_backward_dkv<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                          \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_pipe_##D(bf16* dqkv, const bf16* dout,        \
+            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
+        flash_backward_dkv_pipe<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                     \
     }
 
 FLASH(32)

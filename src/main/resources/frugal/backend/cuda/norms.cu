@@ -118,3 +118,76 @@ __device__ void rmsnorm_backward_k(T* dx, float* dw, const T* dout, const T* x, 
 #define RMS_B(T, S) extern "C" __global__ void rmsnorm_backward_##S(T* dx, float* dw, const T* dout, const T* x, const float* w, \
         const float* rstd, int rows, int cols) { rmsnorm_backward_k<T>(dx, dw, dout, x, w, rstd, rows, cols); }
 FOR_TYPES(RMS_B)
+
+// Warp-per-row LayerNorm (8 rows per block of 256 threads): forward, and backward with the block's dweight/dbias
+// partial sums in shared memory (2*cols floats), added into the gradients once per block.
+template <typename T>
+__device__ void layernorm_forward_warp_k(T* out, float* mean, float* rstd, const T* x, const float* w, const float* b,
+                                         int rows, int cols, float eps) {
+    int lane = threadIdx.x & 31;
+    for (int row = blockIdx.x * 8 + (threadIdx.x >> 5); row < rows; row += gridDim.x * 8) {
+        const T* xr = x + (i64) row * cols;
+        T* o = out + (i64) row * cols;
+        float s = 0.f;
+        for (int c = lane; c < cols; c += 32) s += ld(xr, c);
+        float m = warp_sum(s) / cols;
+        float v = 0.f;
+        for (int c = lane; c < cols; c += 32) {
+            float d = ld(xr, c) - m;
+            v += d * d;
+        }
+        float rs = 1.f / sqrtf(warp_sum(v) / cols + eps);
+        for (int c = lane; c < cols; c += 32) st(o, c, (ld(xr, c) - m) * rs * w[c] + b[c]);
+        if (lane == 0) {
+            mean[row] = m;
+            rstd[row] = rs;
+        }
+    }
+}
+#define LN_FW(T, S) extern "C" __global__ void __launch_bounds__(256) layernorm_forward_warp_##S(T* out, float* mean, float* rstd, \
+        const T* x, const float* w, const float* b, int rows, int cols, float eps) { \
+    layernorm_forward_warp_k<T>(out, mean, rstd, x, w, b, rows, cols, eps); }
+FOR_TYPES(LN_FW)
+
+template <typename T>
+__device__ void layernorm_backward_warp_k(T* dx, float* dw, float* db, const T* dout, const T* x, const float* w,
+                                          const float* mean, const float* rstd, int rows, int cols) {
+    extern __shared__ float sh[];
+    float* dwPart = sh;
+    float* dbPart = sh + cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        dwPart[c] = 0.f;
+        dbPart[c] = 0.f;
+    }
+    __syncthreads();
+    int lane = threadIdx.x & 31;
+    for (int row = blockIdx.x * 8 + (threadIdx.x >> 5); row < rows; row += gridDim.x * 8) {
+        i64 base = (i64) row * cols;
+        float m = mean[row], s = rstd[row];
+        float a = 0.f, bn = 0.f;
+        for (int c = lane; c < cols; c += 32) {
+            float norm = (ld(x, base + c) - m) * s;
+            float dn = ld(dout, base + c) * w[c];
+            a += dn;
+            bn += dn * norm;
+        }
+        a = warp_sum(a) / cols;
+        bn = warp_sum(bn) / cols;
+        for (int c = lane; c < cols; c += 32) {
+            float d = ld(dout, base + c);
+            float norm = (ld(x, base + c) - m) * s;
+            atomicAdd(&dbPart[c], d);
+            atomicAdd(&dwPart[c], norm * d);
+            st(dx, base + c, ld(dx, base + c) + (d * w[c] - a - norm * bn) * s);
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        atomicAdd(&dw[c], dwPart[c]);
+        atomicAdd(&db[c], dbPart[c]);
+    }
+}
+#define LN_BW(T, S) extern "C" __global__ void __launch_bounds__(256) layernorm_backward_warp_##S(T* dx, float* dw, float* db, \
+        const T* dout, const T* x, const float* w, const float* mean, const float* rstd, int rows, int cols) { \
+    layernorm_backward_warp_k<T>(dx, dw, db, dout, x, w, mean, rstd, rows, cols); }
+FOR_TYPES(LN_BW)

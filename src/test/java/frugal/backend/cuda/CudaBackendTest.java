@@ -6,6 +6,7 @@ import frugal.tensor.Tensor;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import java.lang.foreign.Arena;
@@ -38,12 +39,17 @@ class CudaBackendTest {
 
     @BeforeAll
     static void setUp() {
-        Assumptions.assumeTrue(CudaBackend.isAvailable(), () -> "no CUDA: " + CudaBackend.unavailableReason());
-        gpu = new CudaBackend();
+        if (!CudaBackend.isAvailable()) return; // each test then reports itself skipped (see requireGpu)
+        gpu = new CudaBackend(0, false);
         cpu = new CpuBackend();
         seed = System.nanoTime();
         rng = new Random(seed);
         System.out.println("CUDA backend: " + gpu.name() + ", seed " + seed);
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        Assumptions.assumeTrue(CudaBackend.isAvailable(), () -> "no CUDA: " + CudaBackend.unavailableReason());
     }
 
     @AfterAll
