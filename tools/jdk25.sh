@@ -1,8 +1,13 @@
 # Sourced by ./frugal and ./run-tests: points JAVA_HOME at a JDK 25+ (the machine's default java may be 17).
-if [ -z "${JAVA_HOME:-}" ] || ! "$JAVA_HOME/bin/java" -version 2>&1 | grep -qE 'version "(2[5-9]|[3-9][0-9])'; then
-  JAVA_HOME=$(ls -d /usr/lib/jvm/*25* /usr/lib/jvm/*-2[6-9]* 2>/dev/null | head -1)
+# Written to be safe under `set -euo pipefail`: globs that match nothing must not abort the caller.
+jdk25_ok() { [ -x "$1/bin/java" ] && "$1/bin/java" -version 2>&1 | grep -qE 'version "(2[5-9]|[3-9][0-9])'; }
+if [ -z "${JAVA_HOME:-}" ] || ! jdk25_ok "$JAVA_HOME"; then
+  JAVA_HOME=""
+  for candidate in /usr/lib/jvm/*; do
+    if jdk25_ok "$candidate"; then JAVA_HOME=$candidate; break; fi
+  done
 fi
-if [ -z "$JAVA_HOME" ] || [ ! -x "$JAVA_HOME/bin/java" ]; then
+if [ -z "$JAVA_HOME" ]; then
   echo "frugal needs JDK 25 or newer: set JAVA_HOME or install one under /usr/lib/jvm" >&2
   exit 1
 fi
