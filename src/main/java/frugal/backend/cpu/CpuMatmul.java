@@ -5,7 +5,6 @@ import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -21,7 +20,7 @@ import static java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED;
  * ({@value #KC}) into per-thread buffers. Packed A panels hold {@value #MR} rows interleaved along k,
  * packed B panels hold NR = {@value #NV} vectors of columns along k, so all four transpose cases reduce
  * to one register-blocked micro-kernel (MR × NR accumulators, broadcast-A × vector-B FMAs). Edges are
- * zero-padded in the packed panels and written back through a small tile. Tasks are handed out
+ * zero-padded in the packed panels; every tile goes through a small heap buffer on its way to C. Tasks are handed out
  * dynamically to the {@link Parallel} threads.
  */
 public final class CpuMatmul {
@@ -46,7 +45,7 @@ public final class CpuMatmul {
 
     private static final class Work {
         float[] own = new float[0];
-        final MemorySegment tile = Arena.ofAuto().allocate((long) MR * NR * 4, 64);
+        final float[] tile = new float[MR * NR];
 
         float[] own(int size) {
             if (own.length < size) own = new float[size];
@@ -184,17 +183,23 @@ public final class CpuMatmul {
         private void tile(Work w, float[] ap, int ao, float[] bp, int bo, int kc, int p, int q, boolean load) {
             int i = p * MR, j = q * NR;
             int rows = Math.min(MR, m - i), cols = Math.min(NR, n - j);
-            long ldc = 4L * n;
-            if (rows == MR && cols == NR) {
-                kernel(ap, ao, bp, bo, kc, c, 4L * ((long) i * n + j), ldc, load);
+            float[] tile = w.tile;
+            kernel(ap, ao, bp, bo, kc, tile);
+            if (cols == NR) {
+                for (int r = 0; r < rows; r++) {
+                    long co = 4L * ((long) (i + r) * n + j);
+                    for (int v = 0; v < NV; v++) {
+                        FloatVector x = FloatVector.fromArray(S, tile, r * NR + v * L);
+                        if (load) x = x.add(FloatVector.fromMemorySegment(S, c, co + v * VB, NATIVE));
+                        x.intoMemorySegment(c, co + v * VB, NATIVE);
+                    }
+                }
                 return;
             }
-            MemorySegment tile = w.tile;
-            kernel(ap, ao, bp, bo, kc, tile, 0, 4L * NR, false);
             for (int r = 0; r < rows; r++) {
                 long co = (long) (i + r) * n + j;
                 for (int x = 0; x < cols; x++) {
-                    float v = tile.getAtIndex(JAVA_FLOAT_UNALIGNED, (long) r * NR + x);
+                    float v = tile[r * NR + x];
                     if (load) v += c.getAtIndex(JAVA_FLOAT_UNALIGNED, co + x);
                     c.setAtIndex(JAVA_FLOAT_UNALIGNED, co + x, v);
                 }
@@ -265,8 +270,13 @@ public final class CpuMatmul {
         }
     }
 
-    /** C[6 x 3L] (+)= Apanel[kc x 6] * Bpanel[kc x 3L]; C at byte offset co, row stride ldc bytes. */
-    static void kernel(float[] ap, int ao, float[] bp, int bo, int kc, MemorySegment c, long co, long ldc, boolean load) {
+    /**
+     * tile[6 × 3L] = Apanel[kc × 6] · Bpanel[kc × 3L]. The 18 accumulators live in registers; the result goes to
+     * a heap tile rather than straight to C because a kernel that also loads and stores C through memory
+     * segments is too big for C1's tier-3 compile and, in C2, for inlining, either of which leaves the Vector
+     * API unintrinsified (boxed vectors, ~100× slower).
+     */
+    static void kernel(float[] ap, int ao, float[] bp, int bo, int kc, float[] tile) {
         FloatVector z = FloatVector.zero(S);
         FloatVector c00 = z, c01 = z, c02 = z;
         FloatVector c10 = z, c11 = z, c12 = z;
@@ -292,56 +302,11 @@ public final class CpuMatmul {
             FloatVector a5 = FloatVector.broadcast(S, ap[ai + 5]);
             c50 = a5.fma(b0, c50); c51 = a5.fma(b1, c51); c52 = a5.fma(b2, c52);
         }
-        if (load) {
-            long o0 = co + 0 * ldc;
-            c00.add(FloatVector.fromMemorySegment(S, c, o0 + 0L * VB, NATIVE)).intoMemorySegment(c, o0 + 0L * VB, NATIVE);
-            c01.add(FloatVector.fromMemorySegment(S, c, o0 + 1L * VB, NATIVE)).intoMemorySegment(c, o0 + 1L * VB, NATIVE);
-            c02.add(FloatVector.fromMemorySegment(S, c, o0 + 2L * VB, NATIVE)).intoMemorySegment(c, o0 + 2L * VB, NATIVE);
-            long o1 = co + 1 * ldc;
-            c10.add(FloatVector.fromMemorySegment(S, c, o1 + 0L * VB, NATIVE)).intoMemorySegment(c, o1 + 0L * VB, NATIVE);
-            c11.add(FloatVector.fromMemorySegment(S, c, o1 + 1L * VB, NATIVE)).intoMemorySegment(c, o1 + 1L * VB, NATIVE);
-            c12.add(FloatVector.fromMemorySegment(S, c, o1 + 2L * VB, NATIVE)).intoMemorySegment(c, o1 + 2L * VB, NATIVE);
-            long o2 = co + 2 * ldc;
-            c20.add(FloatVector.fromMemorySegment(S, c, o2 + 0L * VB, NATIVE)).intoMemorySegment(c, o2 + 0L * VB, NATIVE);
-            c21.add(FloatVector.fromMemorySegment(S, c, o2 + 1L * VB, NATIVE)).intoMemorySegment(c, o2 + 1L * VB, NATIVE);
-            c22.add(FloatVector.fromMemorySegment(S, c, o2 + 2L * VB, NATIVE)).intoMemorySegment(c, o2 + 2L * VB, NATIVE);
-            long o3 = co + 3 * ldc;
-            c30.add(FloatVector.fromMemorySegment(S, c, o3 + 0L * VB, NATIVE)).intoMemorySegment(c, o3 + 0L * VB, NATIVE);
-            c31.add(FloatVector.fromMemorySegment(S, c, o3 + 1L * VB, NATIVE)).intoMemorySegment(c, o3 + 1L * VB, NATIVE);
-            c32.add(FloatVector.fromMemorySegment(S, c, o3 + 2L * VB, NATIVE)).intoMemorySegment(c, o3 + 2L * VB, NATIVE);
-            long o4 = co + 4 * ldc;
-            c40.add(FloatVector.fromMemorySegment(S, c, o4 + 0L * VB, NATIVE)).intoMemorySegment(c, o4 + 0L * VB, NATIVE);
-            c41.add(FloatVector.fromMemorySegment(S, c, o4 + 1L * VB, NATIVE)).intoMemorySegment(c, o4 + 1L * VB, NATIVE);
-            c42.add(FloatVector.fromMemorySegment(S, c, o4 + 2L * VB, NATIVE)).intoMemorySegment(c, o4 + 2L * VB, NATIVE);
-            long o5 = co + 5 * ldc;
-            c50.add(FloatVector.fromMemorySegment(S, c, o5 + 0L * VB, NATIVE)).intoMemorySegment(c, o5 + 0L * VB, NATIVE);
-            c51.add(FloatVector.fromMemorySegment(S, c, o5 + 1L * VB, NATIVE)).intoMemorySegment(c, o5 + 1L * VB, NATIVE);
-            c52.add(FloatVector.fromMemorySegment(S, c, o5 + 2L * VB, NATIVE)).intoMemorySegment(c, o5 + 2L * VB, NATIVE);
-        } else {
-            long o0 = co + 0 * ldc;
-            c00.intoMemorySegment(c, o0 + 0L * VB, NATIVE);
-            c01.intoMemorySegment(c, o0 + 1L * VB, NATIVE);
-            c02.intoMemorySegment(c, o0 + 2L * VB, NATIVE);
-            long o1 = co + 1 * ldc;
-            c10.intoMemorySegment(c, o1 + 0L * VB, NATIVE);
-            c11.intoMemorySegment(c, o1 + 1L * VB, NATIVE);
-            c12.intoMemorySegment(c, o1 + 2L * VB, NATIVE);
-            long o2 = co + 2 * ldc;
-            c20.intoMemorySegment(c, o2 + 0L * VB, NATIVE);
-            c21.intoMemorySegment(c, o2 + 1L * VB, NATIVE);
-            c22.intoMemorySegment(c, o2 + 2L * VB, NATIVE);
-            long o3 = co + 3 * ldc;
-            c30.intoMemorySegment(c, o3 + 0L * VB, NATIVE);
-            c31.intoMemorySegment(c, o3 + 1L * VB, NATIVE);
-            c32.intoMemorySegment(c, o3 + 2L * VB, NATIVE);
-            long o4 = co + 4 * ldc;
-            c40.intoMemorySegment(c, o4 + 0L * VB, NATIVE);
-            c41.intoMemorySegment(c, o4 + 1L * VB, NATIVE);
-            c42.intoMemorySegment(c, o4 + 2L * VB, NATIVE);
-            long o5 = co + 5 * ldc;
-            c50.intoMemorySegment(c, o5 + 0L * VB, NATIVE);
-            c51.intoMemorySegment(c, o5 + 1L * VB, NATIVE);
-            c52.intoMemorySegment(c, o5 + 2L * VB, NATIVE);
-        }
+        c00.intoArray(tile, 0 * NR); c01.intoArray(tile, 0 * NR + L); c02.intoArray(tile, 0 * NR + 2 * L);
+        c10.intoArray(tile, 1 * NR); c11.intoArray(tile, 1 * NR + L); c12.intoArray(tile, 1 * NR + 2 * L);
+        c20.intoArray(tile, 2 * NR); c21.intoArray(tile, 2 * NR + L); c22.intoArray(tile, 2 * NR + 2 * L);
+        c30.intoArray(tile, 3 * NR); c31.intoArray(tile, 3 * NR + L); c32.intoArray(tile, 3 * NR + 2 * L);
+        c40.intoArray(tile, 4 * NR); c41.intoArray(tile, 4 * NR + L); c42.intoArray(tile, 4 * NR + 2 * L);
+        c50.intoArray(tile, 5 * NR); c51.intoArray(tile, 5 * NR + L); c52.intoArray(tile, 5 * NR + 2 * L);
     }
 }
