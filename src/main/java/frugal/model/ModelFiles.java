@@ -100,7 +100,7 @@ public final class ModelFiles {
         try {
             Files.createDirectories(dir);
         } catch (IOException e) {
-            throw new FrugalException(dir + ": cannot create the folder (" + e.getMessage() + ")", e);
+            throw new FrugalException(dir + ": cannot create the folder: " + AtomicFile.describe(e), e);
         }
         Safetensors.write(dir.resolve(WEIGHTS), Map.of("format", "pt"), weightEntries(model, backend));
         writeConfig(model.config(), dir.resolve(CONFIG));

@@ -7,6 +7,7 @@ import frugal.backend.Backends;
 import frugal.data.Batches;
 import frugal.data.Tokenizer;
 import frugal.data.Tokenizers;
+import frugal.io.AtomicFile;
 import frugal.model.Init;
 import frugal.model.ModelConfig;
 import frugal.model.ModelFiles;
@@ -18,6 +19,7 @@ import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
+import java.io.IOException;
 import java.io.PrintStream;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -45,7 +47,7 @@ public final class Trainer {
     public Summary run() {
         Preset preset = Preset.byName(o.preset());
         Path out = o.out();
-        Path checkpointFile = out.resolve(Checkpoint.FILE);
+        Path checkpointFile = out.resolve(Checkpoint.FILE), tokenizerFile = out.resolve("model").resolve("tokenizer.txt");
         Checkpoint.Loaded resumed = null;
         if (o.resume()) {
             if (!Files.exists(checkpointFile)) throw new FrugalException(checkpointFile + ": no checkpoint to --resume from");
@@ -161,7 +163,7 @@ public final class Trainer {
             }
             if (Double.isFinite(valLoss)) log.printf("eval loss %.4f (perplexity %.2f)%n", valLoss, Math.exp(valLoss));
             ModelFiles.save(model, ops, out.resolve("model"));
-            Files.writeString(out.resolve("model").resolve("tokenizer.txt"), tokenizer.name() + "\n");
+            Files.writeString(tokenizerFile, tokenizer.name() + "\n");
             if (o.sampleTokens() > 0) {
                 log.println("sample:");
                 int[] prompt = {tokenizer.endOfText()};
@@ -170,8 +172,8 @@ public final class Trainer {
                 log.println();
             }
             return new Summary(steps, loss, valLoss, checkpointFile);
-        } catch (java.io.IOException e) {
-            throw new FrugalException("cannot write into " + out + ": " + e.getMessage(), e);
+        } catch (IOException e) {
+            throw new FrugalException(tokenizerFile + ": cannot write: " + AtomicFile.describe(e), e);
         }
     }
 

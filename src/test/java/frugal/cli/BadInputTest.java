@@ -200,25 +200,16 @@ class BadInputTest {
         assertFails(eval(model), weights + ": tensor transformer.wte.weight: data_offsets", "reach past the data area");
     }
 
-    @Test
-    void unknownDtype() throws IOException {
+    /** wpe is F32 [64, 64]; each forged entry still spans its bytes exactly, so only the named problem remains. */
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+            "dtype | \"Q4_K\"  | : unknown dtype \"Q4_K\"",
+            "dtype | \"I32\"   | is I32, expected a floating-point dtype",
+            "shape | [32, 128] | has shape [32, 128] but the config implies [64, 64]"})
+    void forgedTensorEntry(String field, String json, String problem) throws IOException {
         Path model = model(), weights = model.resolve(ModelFiles.WEIGHTS);
-        editHeader(weights, h -> ((ObjectNode) h.get("transformer.wpe.weight")).put("dtype", "Q4_K"));
-        assertFails(eval(model), weights + ": tensor transformer.wpe.weight: unknown dtype \"Q4_K\"");
-    }
-
-    @Test
-    void wrongShape() throws IOException {
-        Path model = model(), weights = model.resolve(ModelFiles.WEIGHTS);
-        editHeader(weights, h -> ((ObjectNode) h.get("transformer.wpe.weight")).putArray("shape").add(32).add(128));
-        assertFails(eval(model), weights + ": tensor transformer.wpe.weight has shape [32, 128] but the config implies [64, 64]");
-    }
-
-    @Test
-    void wrongDtype() throws IOException {
-        Path model = model(), weights = model.resolve(ModelFiles.WEIGHTS);
-        editHeader(weights, h -> ((ObjectNode) h.get("transformer.wpe.weight")).put("dtype", "I32"));
-        assertFails(eval(model), weights + ": tensor transformer.wpe.weight is I32, expected a floating-point dtype");
+        editHeader(weights, h -> ((ObjectNode) h.get("transformer.wpe.weight")).set(field, parse(json)));
+        assertFails(eval(model), weights + ": tensor transformer.wpe.weight", problem);
     }
 
     @Test
