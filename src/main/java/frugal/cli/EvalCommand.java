@@ -33,9 +33,9 @@ final class EvalCommand implements Runnable {
     @Override
     public void run() {
         if (batch <= 0 || (seq != null && seq <= 0)) throw new FrugalException("--batch and --seq must be positive");
+        Tokenizer tok = ModelArgument.tokenizer(model, tokenizer);
         StringBuilder text = new StringBuilder();
         Corpus.open(data, 0).read(text::append);
-        Tokenizer tok = ModelArgument.tokenizer(model, tokenizer);
         int[] tokens = tok.encode(text.toString());
         try (Backend ops = Backends.create(device)) {
             Transformer m = ModelArgument.load(model, tok, ops);

@@ -116,13 +116,14 @@ public final class Checkpoint {
     }
 
     private static int stepCount(Path file, String text) {
+        int step;
         try {
-            int step = Integer.parseInt(text);
-            if (step >= 0) return step;
+            step = Integer.parseInt(text);
         } catch (NumberFormatException e) {
-            // reported below, like a negative count
+            step = -1;
         }
-        throw new FrugalException(file + ": metadata " + STEP + " \"" + text + "\" is not a step count");
+        if (step < 0) throw new FrugalException(file + ": metadata " + STEP + " \"" + text + "\" is not a step count");
+        return step;
     }
 
     /** The state is a JSON object of strings, as {@link #save} writes it. */
