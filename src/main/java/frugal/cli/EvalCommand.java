@@ -3,14 +3,13 @@ package frugal.cli;
 import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.backend.Backends;
+import frugal.data.Corpus;
 import frugal.data.Tokenizer;
 import frugal.model.Transformer;
 import frugal.train.Evaluator;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 
 /** {@code frugal eval}: loss and perplexity of a model on a text file. */
@@ -18,11 +17,11 @@ import java.nio.file.Path;
 final class EvalCommand implements Runnable {
     @Option(names = "--model", required = true, description = "model folder or checkpoint")
     Path model;
-    @Option(names = "--data", required = true, description = "text file to score")
+    @Option(names = "--data", required = true, description = "text file to score (a folder or .zip: its text files one after another)")
     Path data;
     @Option(names = "--tokenizer", description = "gpt2 or byte (default: the one the model was trained with)")
     String tokenizer;
-    @Option(names = {"-t", "--seq"}, description = "window length (default: the model's positions)")
+    @Option(names = {"-t", "--seq"}, description = "window length (default: the model's positions, or the text's length if shorter)")
     Integer seq;
     @Option(names = {"-b", "--batch"}, defaultValue = "4", description = "windows per batch (default: ${DEFAULT-VALUE})")
     int batch;
@@ -33,21 +32,19 @@ final class EvalCommand implements Runnable {
 
     @Override
     public void run() {
-        String text;
-        try {
-            text = Files.readString(data);
-        } catch (IOException e) {
-            throw new FrugalException(data + ": cannot read (" + e.getMessage() + ")", e);
-        }
-        if (text.isBlank()) throw new FrugalException(data + ": the file is empty");
+        if (batch <= 0 || (seq != null && seq <= 0)) throw new FrugalException("--batch and --seq must be positive");
         Tokenizer tok = ModelArgument.tokenizer(model, tokenizer);
+        StringBuilder text = new StringBuilder();
+        Corpus.open(data, 0).read(text::append);
+        int[] tokens = tok.encode(text.toString());
         try (Backend ops = Backends.create(device)) {
-            Transformer m = ModelArgument.load(model, ops);
-            int window = seq != null ? seq : m.config().maxSeq();
-            if (window > m.config().maxSeq()) {
-                throw new FrugalException("sequence length " + window + " is longer than the model's " + m.config().maxSeq() + " positions");
+            Transformer m = ModelArgument.load(model, tok, ops);
+            int window = seq != null ? seq : Math.min(m.config().maxSeq(), tokens.length - 1);
+            m.config().checkSequence(window, model.toString());
+            if (window < 1 || tokens.length < window + 1) {
+                throw new FrugalException(data + ": " + tokens.length + " tokens, too few for one window of " + Math.max(window, 1)
+                        + " (scoring needs one token more than the window)");
             }
-            int[] tokens = tok.encode(text);
             Evaluator.Result r = new Evaluator(m, ops).evaluate(tokens, batch, window, maxWindows);
             System.out.printf("%s: %,d tokens, loss %.4f, perplexity %.3f%n", data, r.tokens(), r.loss(), r.perplexity());
         }

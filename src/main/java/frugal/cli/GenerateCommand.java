@@ -1,5 +1,6 @@
 package frugal.cli;
 
+import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.backend.Backends;
 import frugal.data.Tokenizer;
@@ -32,9 +33,10 @@ final class GenerateCommand implements Runnable {
 
     @Override
     public void run() {
+        if (tokens < 0) throw new FrugalException("--tokens must be 0 or more, got " + tokens);
         Tokenizer tok = ModelArgument.tokenizer(model, tokenizer);
         try (Backend ops = Backends.create(device)) {
-            Transformer m = ModelArgument.load(model, ops);
+            Transformer m = ModelArgument.load(model, tok, ops);
             int[] ids = prompt.isEmpty() ? new int[]{tok.endOfText()} : tok.encode(prompt);
             System.out.print(prompt);
             new Generator(m, ops).generate(ids, tokens, temperature, topK, seed, t -> {

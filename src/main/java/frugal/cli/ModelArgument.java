@@ -5,6 +5,7 @@ import frugal.backend.Backend;
 import frugal.data.Tokenizer;
 import frugal.data.Tokenizers;
 import frugal.io.Safetensors;
+import frugal.model.ModelConfig;
 import frugal.model.ModelFiles;
 import frugal.model.Transformer;
 import frugal.train.Checkpoint;
@@ -22,29 +23,42 @@ final class ModelArgument {
     private ModelArgument() {
     }
 
-    static Transformer load(Path path, Backend backend) {
-        if (!Files.exists(path)) throw new FrugalException(path + ": no such model folder or checkpoint");
-        if (Files.isDirectory(path)) return ModelFiles.load(path, backend);
-        Transformer model = new Transformer(Checkpoint.read(path).config(), backend);
-        try (Safetensors st = Safetensors.open(path)) {
-            ModelFiles.loadWeights(model, ModelFiles.source(st, ""), backend);
+    /** The model at {@code path}, checked against the tokenizer before any weights are allocated. */
+    static Transformer load(Path path, Tokenizer tokenizer, Backend backend) {
+        requireExists(path);
+        boolean folder = Files.isDirectory(path);
+        ModelConfig config = folder ? ModelFiles.readConfig(path) : Checkpoint.read(path).config();
+        config.checkVocabulary(tokenizer.name(), tokenizer.vocabSize(), path.toString());
+        Transformer model = new Transformer(config, backend);
+        if (folder) {
+            ModelFiles.loadWeights(model, path, backend);
+        } else {
+            try (Safetensors st = Safetensors.open(path)) {
+                ModelFiles.loadWeights(model, ModelFiles.source(st, ""), backend);
+            }
         }
         return model;
     }
 
     static Tokenizer tokenizer(Path path, String given) {
+        requireExists(path);
         if (given != null) return Tokenizers.byName(given);
-        try {
-            if (Files.isDirectory(path) && Files.exists(path.resolve("tokenizer.txt"))) {
-                return Tokenizers.byName(Files.readString(path.resolve("tokenizer.txt")).trim());
+        Path recorded = path.resolve("tokenizer.txt");
+        if (Files.isDirectory(path) && Files.exists(recorded)) {
+            try {
+                return Tokenizers.byName(Files.readString(recorded));
+            } catch (IOException | FrugalException e) {
+                throw new FrugalException(recorded + ": " + e.getMessage(), e);
             }
-        } catch (IOException e) {
-            throw new FrugalException(path.resolve("tokenizer.txt") + ": " + e.getMessage(), e);
         }
         if (Files.isRegularFile(path)) {
             String name = Checkpoint.read(path).state().get("tokenizer");
             if (name != null) return Tokenizers.byName(name);
         }
         return Tokenizers.byName("gpt2");
+    }
+
+    private static void requireExists(Path path) {
+        if (!Files.exists(path)) throw new FrugalException(path + ": no such model folder or checkpoint");
     }
 }

@@ -68,7 +68,8 @@ public final class AtomicFile {
         }
     }
 
-    static String describe(IOException e) {
+    /** An IO failure for a message: its type and, when it has one, its text. */
+    public static String describe(IOException e) {
         String m = e.getMessage();
         return e.getClass().getSimpleName() + (m == null ? "" : " (" + m + ")");
     }

@@ -39,7 +39,7 @@ public final class JsonFiles {
     }
 
     /** Parses JSON bytes; {@code source} names where they came from in the error message. */
-    static JsonNode parse(String source, byte[] bytes) {
+    public static JsonNode parse(String source, byte[] bytes) {
         try {
             JsonNode node = MAPPER.readTree(bytes);
             if (node == null || node.isMissingNode()) throw new FrugalException(source + ": empty JSON");

@@ -49,6 +49,7 @@ public final class HfWeights {
                         + " but the config implies " + Arrays.toString(expected));
             }
             float[] values = src.read(part.name());
+            requireFinite(values, src.source(), part.name());
             if (p.hfTransposed()) {
                 transpose(values, cols, shape[0], out);
             } else {
@@ -57,6 +58,16 @@ public final class HfWeights {
             row += part.rows();
         }
         return out;
+    }
+
+    /** NaN or infinity in stored values means a damaged file or a diverged run: either way nothing worth loading. */
+    public static void requireFinite(float[] values, String source, String tensor) {
+        for (int i = 0; i < values.length; i++) {
+            if (!Float.isFinite(values[i])) {
+                throw new FrugalException(source + ": tensor " + tensor + " holds " + values[i] + " at index " + i
+                        + "; the file is damaged or was saved from a diverged run");
+            }
+        }
     }
 
     /** The parameter's Hugging Face tensors, from values in its own layout. */

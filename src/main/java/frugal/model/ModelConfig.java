@@ -112,6 +112,24 @@ public record ModelConfig(Family family, int vocabSize, int maxSeq, int dim, int
         return j;
     }
 
+    /** Fails unless windows of {@code seq} tokens fit the positions; {@code source} names where the config came from. */
+    public void checkSequence(int seq, String source) {
+        if (seq > maxSeq) {
+            throw new FrugalException(source + ": sequence length " + seq + " is longer than the model's " + maxSeq + " positions");
+        }
+    }
+
+    /**
+     * Fails unless every id of the named tokenizer ({@code tokenizerVocab} ids) has a row in the embedding: an id
+     * past the table would fail deep in the backend (or read stray memory on a GPU).
+     */
+    public void checkVocabulary(String tokenizer, int tokenizerVocab, String source) {
+        if (vocabSize < tokenizerVocab) {
+            throw new FrugalException(source + ": the model's vocabulary (" + vocabSize + ") is smaller than the " + tokenizer
+                    + " tokenizer's (" + tokenizerVocab + "); use the tokenizer the model was trained with (--tokenizer)");
+        }
+    }
+
     /** Width of the fused q/k/v projection. */
     public int qkvWidth() {
         return (heads + 2 * kvHeads) * headDim;

@@ -1,19 +1,23 @@
 package frugal.model;
 
+import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.io.AtomicFile;
 import frugal.io.JsonFiles;
 import frugal.io.Safetensors;
 import frugal.nn.Param;
 
+import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 /** A model folder as Hugging Face writes it: config.json and model.safetensors. */
 public final class ModelFiles {
@@ -23,9 +27,15 @@ public final class ModelFiles {
     private ModelFiles() {
     }
 
-    public static ModelConfig readConfig(Path dir) {
-        Path file = Files.isDirectory(dir) ? dir.resolve(CONFIG) : dir;
+    /** Reads {@code path/config.json}, or {@code path} itself when it is a file. */
+    public static ModelConfig readConfig(Path path) {
+        Path file = configFile(path);
         return ModelConfig.fromHf(JsonFiles.read(file), file.toString());
+    }
+
+    /** The config file {@link #readConfig} reads for {@code path}. */
+    public static Path configFile(Path path) {
+        return Files.isDirectory(path) ? path.resolve(CONFIG) : path;
     }
 
     /** Builds the model of {@code dir/config.json} on the backend and loads {@code dir/model.safetensors}. */
@@ -35,11 +45,34 @@ public final class ModelFiles {
         return model;
     }
 
-    /** Loads {@code dir/model.safetensors} into a model built from a matching config. */
+    /** Loads {@code dir/model.safetensors} into a model built from a matching config (every tensor must fit it). */
     public static void loadWeights(Transformer model, Path dir, Backend backend) {
         try (Safetensors st = Safetensors.open(dir.resolve(WEIGHTS))) {
+            rejectUnusedTensors(model, st, dir.resolve(CONFIG));
             loadWeights(model, source(st, ""), backend);
         }
+    }
+
+    /**
+     * A tensor the model has no place for means that the config describes another model than the weights (fewer
+     * layers, say); loading the rest would silently train or score a truncated model. Buffers that Hugging Face
+     * itself skips on loading (attention masks, RoPE frequencies, a tied head's copy) are not weights.
+     */
+    private static void rejectUnusedTensors(Transformer model, Safetensors st, Path config) {
+        Set<String> expected = new HashSet<>();
+        for (Param p : model.params().all()) {
+            for (Param.HfPart part : p.hfParts()) expected.add(part.name());
+        }
+        List<String> unused = st.names().stream().filter(name -> !expected.contains(name) && !hfBuffer(name, model.config())).toList();
+        if (!unused.isEmpty()) {
+            throw new FrugalException(st.file() + ": " + unused.size() + " tensors have no place in the model " + config
+                    + " describes (first: " + unused.getFirst() + "); the config does not match the weights");
+        }
+    }
+
+    private static boolean hfBuffer(String name, ModelConfig config) {
+        return name.endsWith(".attn.bias") || name.endsWith(".attn.masked_bias") || name.endsWith(".rotary_emb.inv_freq")
+                || name.equals("lm_head.weight") && config.tiedEmbeddings();
     }
 
     /** Copies every parameter from Hugging Face-named tensors of the source. */
@@ -66,8 +99,8 @@ public final class ModelFiles {
     public static void save(Transformer model, Backend backend, Path dir) {
         try {
             Files.createDirectories(dir);
-        } catch (java.io.IOException e) {
-            throw new frugal.FrugalException("cannot create " + dir + ": " + e.getMessage(), e);
+        } catch (IOException e) {
+            throw new FrugalException(dir + ": cannot create the folder: " + AtomicFile.describe(e), e);
         }
         Safetensors.write(dir.resolve(WEIGHTS), Map.of("format", "pt"), weightEntries(model, backend));
         writeConfig(model.config(), dir.resolve(CONFIG));

@@ -3,6 +3,7 @@ package frugal.train;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import frugal.FrugalException;
+import frugal.io.AtomicFile;
 
 import java.io.BufferedWriter;
 import java.io.IOException;
@@ -24,7 +25,7 @@ public final class Metrics implements AutoCloseable {
             out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
                     append ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
         } catch (IOException e) {
-            throw new FrugalException("cannot write metrics to " + file + ": " + e.getMessage(), e);
+            throw new FrugalException(file + ": cannot write metrics: " + AtomicFile.describe(e), e);
         }
     }
 
@@ -38,7 +39,7 @@ public final class Metrics implements AutoCloseable {
             out.newLine();
             out.flush();
         } catch (IOException e) {
-            throw new FrugalException("cannot write metrics to " + file + ": " + e.getMessage(), e);
+            throw new FrugalException(file + ": cannot write metrics: " + AtomicFile.describe(e), e);
         }
     }
 
@@ -47,7 +48,7 @@ public final class Metrics implements AutoCloseable {
         try {
             out.close();
         } catch (IOException e) {
-            throw new FrugalException("cannot close " + file + ": " + e.getMessage(), e);
+            throw new FrugalException(file + ": cannot close: " + AtomicFile.describe(e), e);
         }
     }
 }

@@ -7,6 +7,7 @@ import frugal.backend.Backends;
 import frugal.data.Batches;
 import frugal.data.Tokenizer;
 import frugal.data.Tokenizers;
+import frugal.io.AtomicFile;
 import frugal.model.Init;
 import frugal.model.ModelConfig;
 import frugal.model.ModelFiles;
@@ -18,6 +19,7 @@ import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
+import java.io.IOException;
 import java.io.PrintStream;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -45,36 +47,41 @@ public final class Trainer {
     public Summary run() {
         Preset preset = Preset.byName(o.preset());
         Path out = o.out();
-        Path checkpointFile = out.resolve(Checkpoint.FILE);
+        Path checkpointFile = out.resolve(Checkpoint.FILE), tokenizerFile = out.resolve("model").resolve("tokenizer.txt");
         Checkpoint.Loaded resumed = null;
         if (o.resume()) {
-            if (!Files.exists(checkpointFile)) throw new FrugalException("--resume: no checkpoint at " + checkpointFile);
+            if (!Files.exists(checkpointFile)) throw new FrugalException(checkpointFile + ": no checkpoint to --resume from");
             resumed = Checkpoint.read(checkpointFile);
         }
         Map<String, String> saved = resumed != null ? resumed.state() : Map.of();
-        String tokenizerName = saved.getOrDefault("tokenizer", o.tokenizer());
-        Tokenizer tokenizer = Tokenizers.byName(tokenizerName);
-        ModelConfig config = resumed != null ? resumed.config()
-                : o.model() != null ? ModelFiles.readConfig(o.model())
-                : o.config() != null ? ModelFiles.readConfig(o.config())
-                : preset.model().apply(tokenizer.vocabSize());
-        if (config.vocabSize() < tokenizer.vocabSize()) {
-            throw new FrugalException("the model's vocabulary (" + config.vocabSize() + ") is smaller than the "
-                    + tokenizer.name() + " tokenizer's (" + tokenizer.vocabSize() + ")");
+        Tokenizer tokenizer = saved.containsKey("tokenizer") ? resumed.parse("tokenizer", Tokenizers::byName) : Tokenizers.byName(o.tokenizer());
+        ModelConfig config;
+        String configSource;
+        if (resumed != null) {
+            config = resumed.config();
+            configSource = checkpointFile.toString();
+        } else if (o.model() != null || o.config() != null) {
+            Path given = o.model() != null ? o.model() : o.config();
+            config = ModelFiles.readConfig(given);
+            configSource = ModelFiles.configFile(given).toString();
+        } else {
+            config = preset.model().apply(tokenizer.vocabSize());
+            configSource = "preset " + preset.name();
         }
-        int batch = intOption(saved, "batch", o.batch(), preset.batch());
-        int seq = intOption(saved, "seq", o.seq(), preset.seq());
+        config.checkVocabulary(tokenizer.name(), tokenizer.vocabSize(), configSource);
+        int batch = saved.containsKey("batch") ? resumed.parse("batch", Integer::parseInt) : o.batch() != null ? o.batch() : preset.batch();
+        int seq = saved.containsKey("seq") ? resumed.parse("seq", Integer::parseInt) : o.seq() != null ? o.seq() : preset.seq();
+        long seed = saved.containsKey("seed") ? resumed.parse("seed", Long::parseLong) : o.seed();
+        Batches.State position = resumed != null ? resumed.parse("data", Batches.State::parse) : null;
         int steps = o.steps() != null ? o.steps() : preset.steps();
         float lr = o.lr() != null ? o.lr() : preset.lr();
         int warmup = o.warmup() != null ? o.warmup() : Math.min(preset.warmup(), steps / 10);
         int evalInterval = o.evalInterval() != null ? o.evalInterval() : preset.evalInterval();
-        long seed = saved.containsKey("seed") ? Long.parseLong(saved.get("seed")) : o.seed();
-        if (seq > config.maxSeq()) {
-            throw new FrugalException("sequence length " + seq + " is longer than the model's " + config.maxSeq() + " positions");
+        if (batch <= 0 || seq <= 0 || steps <= 0 || o.accumulation() <= 0 || evalInterval <= 0) {
+            throw new FrugalException("batch, sequence length, steps, accumulation and evaluation interval must be positive");
         }
-        if (batch <= 0 || seq <= 0 || steps <= 0 || o.accumulation() <= 0) {
-            throw new FrugalException("batch, sequence length, steps and accumulation must be positive");
-        }
+        if (!(lr >= 0 && Float.isFinite(lr))) throw new FrugalException("--lr " + lr + ": the learning rate must be a finite number ≥ 0");
+        config.checkSequence(seq, configSource);
 
         Batches data = Batches.load(o.data(), tokenizer, o.maxBytes(), batch, seq, seed, log);
         LrSchedule schedule = new LrSchedule(lr, lr * o.minLrRatio(), warmup, steps);
@@ -84,10 +91,17 @@ public final class Trainer {
             else Init.initialize(model, ops, seed);
             AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, o.weightDecay());
             int firstStep = 1;
+            // The step of the checkpoint on disk that belongs to this run (0: none yet), for the divergence message.
+            int savedStep = 0;
             if (resumed != null) {
-                Checkpoint.restore(checkpointFile, model, optimizer, ops);
-                data.restore(saved.get("data"));
+                Checkpoint.restore(resumed, model, optimizer, ops);
+                try {
+                    data.restore(position);
+                } catch (FrugalException e) {
+                    throw new FrugalException(checkpointFile + ": " + e.getMessage(), e);
+                }
                 firstStep = resumed.step() + 1;
+                savedStep = resumed.step();
             }
             log.printf("model %s: %,d parameters, %d layers × %d wide; %s tokenizer; batch %d × %d × %d accumulation; %s%n",
                     config.family().name().toLowerCase(), model.params().count(), config.layers(), config.dim(),
@@ -115,14 +129,11 @@ public final class Trainer {
                         double sum = 0;
                         for (float l : hostLosses) sum += l;
                         loss += sum / rows / o.accumulation();
-                        if (!Double.isFinite(loss)) {
-                            throw new FrugalException("step " + step + ": the loss is " + loss + " (training diverged); "
-                                    + (Files.exists(checkpointFile) ? "the last checkpoint " + checkpointFile + " is intact"
-                                    : "no checkpoint was written") + ". Try a lower --lr or --clip.");
-                        }
+                        if (!Double.isFinite(loss)) throw diverged(step, "the loss", loss, checkpointFile, savedStep);
                         model.backward(ctx, batch, seq);
                     }
                     float gradNorm = optimizer.step(rate, o.clip());
+                    if (!Float.isFinite(gradNorm)) throw diverged(step, "the gradient norm", gradNorm, checkpointFile, savedStep);
                     double seconds = (System.nanoTime() - start) / 1e9;
                     double tokensPerSecond = rows * o.accumulation() / seconds;
                     ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", rate)
@@ -146,12 +157,13 @@ public final class Trainer {
                         state.put("seed", Long.toString(seed));
                         state.put("data", data.state());
                         Checkpoint.save(checkpointFile, model, optimizer, ops, state);
+                        savedStep = step;
                     }
                 }
             }
             if (Double.isFinite(valLoss)) log.printf("eval loss %.4f (perplexity %.2f)%n", valLoss, Math.exp(valLoss));
             ModelFiles.save(model, ops, out.resolve("model"));
-            Files.writeString(out.resolve("model").resolve("tokenizer.txt"), tokenizer.name() + "\n");
+            Files.writeString(tokenizerFile, tokenizer.name() + "\n");
             if (o.sampleTokens() > 0) {
                 log.println("sample:");
                 int[] prompt = {tokenizer.endOfText()};
@@ -160,14 +172,15 @@ public final class Trainer {
                 log.println();
             }
             return new Summary(steps, loss, valLoss, checkpointFile);
-        } catch (java.io.IOException e) {
-            throw new FrugalException("cannot write into " + out + ": " + e.getMessage(), e);
+        } catch (IOException e) {
+            throw new FrugalException(tokenizerFile + ": cannot write: " + AtomicFile.describe(e), e);
         }
     }
 
-    private static int intOption(Map<String, String> saved, String key, Integer given, int preset) {
-        if (saved.containsKey(key)) return Integer.parseInt(saved.get(key));
-        return given != null ? given : preset;
+    private static FrugalException diverged(int step, String what, double value, Path checkpointFile, int savedStep) {
+        return new FrugalException("step " + step + ": " + what + " is " + value + " (training diverged); "
+                + (savedStep > 0 ? checkpointFile + " (step " + savedStep + ") is intact" : "this run saved no checkpoint")
+                + ". Try a lower --lr or --clip.");
     }
 
     private ProgressBar progressBar(int steps, int done) {
