@@ -144,11 +144,12 @@ final class CublasLt implements AutoCloseable {
 
     /**
      * out[m,n] = op(a)·op(b) (+ out when accumulate), all row-major device pointers. abType and cType are
-     * cudaDataType_t values, computeType a cublasComputeType_t; alpha and beta are fp32.
+     * cudaDataType_t values, computeType a cublasComputeType_t; alpha and beta are fp32. {@code tune}: a new shape may
+     * time the heuristic's candidates (false while a graph is being captured).
      */
     void matmul(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
-                int abType, int cType, int computeType) {
-        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType);
+                int abType, int cType, int computeType, boolean tune) {
+        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType, tune);
     }
 
     /**
@@ -161,7 +162,7 @@ final class CublasLt implements AutoCloseable {
         if (plans.containsKey(key)) return true;
         if (noBias.contains(key)) return false;
         try {
-            plans.put(key, plan(key));
+            candidates(key).close();
             return true;
         } catch (FrugalException e) {
             noBias.add(key);
@@ -173,26 +174,113 @@ final class CublasLt implements AutoCloseable {
 
     /** As above, with bias (a device pointer to n floats, 0 for none) added to each row of out in the epilogue. */
     void matmul(long out, long a, long b, long bias, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
-                int abType, int cType, int computeType) {
+                int abType, int cType, int computeType, boolean tune) {
         if (m == 0 || n == 0) return;
         PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out),
                 bias != 0);
-        Plan plan = plans.computeIfAbsent(key, this::plan);
-        if (bias != 0) {
-            biasPointer.set(JAVA_LONG, 0, bias);
-            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        Plan plan = plans.get(key);
+        if (plan == null) {
+            plan = plan(key, tune ? new Operands(out, a, b, bias, accumulate) : null);
+            plans.put(key, plan);
         }
-        int r = invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
-                MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
-                plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, plan.algo == null ? MemorySegment.NULL : plan.algo,
-                MemorySegment.ofAddress(workspace), WORKSPACE_BYTES, stream);
+        int r = run(plan, plan.algo, out, a, b, bias, accumulate);
         if (r != 0) {
             throw new FrugalException("cublasLtMatmul(m=" + m + ", n=" + n + ", k=" + k + ", transA=" + transA + ", transB="
                     + transB + ") failed: " + statusText(r));
         }
     }
 
-    private Plan plan(PlanKey key) {
+    private int run(Plan plan, MemorySegment algo, long out, long a, long b, long bias, boolean accumulate) {
+        if (bias != 0) {
+            biasPointer.set(JAVA_LONG, 0, bias);
+            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        }
+        return invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
+                MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
+                plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, algo, MemorySegment.ofAddress(workspace),
+                WORKSPACE_BYTES, stream);
+    }
+
+    /** The device pointers of the call that creates a plan, for timing its candidates. */
+    private record Operands(long out, long a, long b, long bias, boolean accumulate) {
+    }
+
+    /** Descriptors and the heuristic's candidate algorithms (best first, by its estimate) for one key. */
+    private record Candidates(MemorySegment desc, MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutC,
+                              java.util.List<MemorySegment> algos, Runnable destroy) implements AutoCloseable {
+        @Override
+        public void close() {
+            destroy.run();
+        }
+    }
+
+    /**
+     * FRUGAL_CUDA_GEMM_CANDIDATES (default 8): how many of the heuristic's algorithms a new shape times, keeping the
+     * fastest; 1 keeps the heuristic's first choice untimed.
+     */
+    static final int TUNE_CANDIDATES = Integer.parseInt(System.getenv().getOrDefault("FRUGAL_CUDA_GEMM_CANDIDATES", "8"));
+    /** FRUGAL_CUDA_GEMM_LOG=1 prints each new shape's candidates and their times (stderr). */
+    private static final boolean TUNE_LOG = "1".equals(System.getenv("FRUGAL_CUDA_GEMM_LOG"));
+
+    private Plan plan(PlanKey key, Operands operands) {
+        Candidates c = candidates(key);
+        MemorySegment best = c.algos.getFirst();
+        if (operands != null && c.algos.size() > 1) best = fastest(key, c, operands);
+        return new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, best);
+    }
+
+    /**
+     * Times every candidate on the call's operands (one warm-up, then the median of 5 timed runs between events) and
+     * returns the fastest. An accumulating product writes to a scratch buffer instead (so that it is not applied
+     * several times); any other writes its real output, which the call then overwrites.
+     */
+    private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
+        Plan plan = new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, null);
+        long bytes = (long) key.m * key.n * (key.cType == CUDA_R_32F ? 4 : 2) + 256;
+        long scratch = op.accumulate ? cu.malloc(bytes) : 0;
+        long out = op.accumulate ? scratch + (op.out & 255) : op.out; // same alignment as the real output, as the plan assumes
+        MemorySegment start = cu.eventCreate(), end = cu.eventCreate();
+        try {
+            if (op.accumulate) cu.memsetD8(scratch, (byte) 0, bytes, stream);
+            MemorySegment best = c.algos.getFirst();
+            float bestMs = Float.MAX_VALUE;
+            StringBuilder log = new StringBuilder();
+            for (int i = 0; i < c.algos.size(); i++) {
+                MemorySegment algo = c.algos.get(i);
+                if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) != 0) continue;
+                float[] ms = new float[5];
+                for (int r = 0; r < ms.length; r++) {
+                    cu.eventRecord(start, stream);
+                    run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
+                    cu.eventRecord(end, stream);
+                    ms[r] = cu.eventElapsed(start, end);
+                }
+                java.util.Arrays.sort(ms);
+                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, ms[2]));
+                if (ms[2] < bestMs) {
+                    bestMs = ms[2];
+                    best = algo;
+                }
+            }
+            if (TUNE_LOG) {
+                System.err.printf("gemm m=%d n=%d k=%d %s%s %s->%s bias=%b acc=%b: ms by candidate%s; picked %.4f (%.0f TFLOP/s)%n",
+                        key.m, key.n, key.k, key.transA ? "T" : "N", key.transB ? "T" : "N", typeName(key.abType),
+                        typeName(key.cType), key.bias, op.accumulate, log, bestMs, 2.0 * key.m * key.n * key.k / bestMs / 1e9);
+            }
+            return best;
+        } finally {
+            cu.streamSynchronize(stream);
+            cu.eventDestroy(start);
+            cu.eventDestroy(end);
+            if (op.accumulate) cu.free(scratch);
+        }
+    }
+
+    private static String typeName(int type) {
+        return type == CUDA_R_32F ? "f32" : type == CUDA_R_16BF ? "bf16" : String.valueOf(type);
+    }
+
+    private Candidates candidates(PlanKey key) {
         MemorySegment p = arena.allocate(ADDRESS);
         check("cublasLtMatmulDescCreate", invoke(descCreate, p, key.computeType, CUDA_R_32F));
         MemorySegment desc = p.get(ADDRESS, 0);
@@ -209,7 +297,12 @@ final class CublasLt implements AutoCloseable {
         MemorySegment layoutA = key.transB ? layout(key.abType, key.k, key.n, key.k) : layout(key.abType, key.n, key.k, key.n);
         MemorySegment layoutB = key.transA ? layout(key.abType, key.m, key.k, key.m) : layout(key.abType, key.k, key.m, key.k);
         MemorySegment layoutC = layout(key.cType, key.n, key.m, key.n);
-        MemorySegment algo = null;
+        Runnable destroy = () -> {
+            invoke(descDestroy, desc);
+            invoke(layoutDestroy, layoutA);
+            invoke(layoutDestroy, layoutB);
+            invoke(layoutDestroy, layoutC);
+        };
         check("cublasLtMatmulPreferenceCreate", invoke(prefCreate, p));
         MemorySegment pref = p.get(ADDRESS, 0);
         try {
@@ -218,23 +311,32 @@ final class CublasLt implements AutoCloseable {
             setPref(pref, PREF_MIN_ALIGNMENT_B_BYTES, arena.allocateFrom(JAVA_INT, key.alignB), 4);
             setPref(pref, PREF_MIN_ALIGNMENT_C_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
             setPref(pref, PREF_MIN_ALIGNMENT_D_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
-            MemorySegment results = arena.allocate(HEURISTIC_RESULT_BYTES * 2, 16);
+            int requested = Math.max(1, TUNE_CANDIDATES);
+            MemorySegment results = arena.allocate(HEURISTIC_RESULT_BYTES * requested, 16);
             MemorySegment count = arena.allocate(JAVA_INT);
-            int r = invoke(heuristic, handle, desc, layoutA, layoutB, layoutC, layoutC, pref, 1, results, count);
-            if (r == 0 && count.get(JAVA_INT, 0) > 0 && results.get(JAVA_INT, ALGO_BYTES + 8) == 0) {
-                algo = arena.allocate(ALGO_BYTES, 16);
-                algo.copyFrom(results.asSlice(0, ALGO_BYTES));
-            } else if (r != 0) {
+            int r = invoke(heuristic, handle, desc, layoutA, layoutB, layoutC, layoutC, pref, requested, results, count);
+            if (r != 0) {
+                destroy.run();
                 throw new FrugalException("cublasLtMatmulAlgoGetHeuristic(m=" + key.m + ", n=" + key.n + ", k=" + key.k
                         + ") failed: " + statusText(r));
-            } else {
+            }
+            java.util.List<MemorySegment> algos = new java.util.ArrayList<>();
+            for (int i = 0; i < count.get(JAVA_INT, 0); i++) {
+                MemorySegment result = results.asSlice(i * HEURISTIC_RESULT_BYTES, HEURISTIC_RESULT_BYTES);
+                if (result.get(JAVA_INT, ALGO_BYTES + 8) != 0) continue; // this candidate's state is not CUBLAS_STATUS_SUCCESS
+                MemorySegment algo = arena.allocate(ALGO_BYTES, 16);
+                algo.copyFrom(result.asSlice(0, ALGO_BYTES));
+                algos.add(algo);
+            }
+            if (algos.isEmpty()) {
+                destroy.run();
                 throw new FrugalException("cublasLtMatmulAlgoGetHeuristic found no algorithm for m=" + key.m + ", n=" + key.n
                         + ", k=" + key.k + " with alignments " + key.alignA + "/" + key.alignB + "/" + key.alignC + " bytes");
             }
+            return new Candidates(desc, layoutA, layoutB, layoutC, algos, destroy);
         } finally {
             invoke(prefDestroy, pref);
         }
-        return new Plan(desc, layoutA, layoutB, layoutC, algo);
     }
 
     private void setInt(MemorySegment desc, int attribute, int value) {

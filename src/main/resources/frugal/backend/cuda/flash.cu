@@ -478,6 +478,148 @@ __device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const floa
     store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
 }
 
+// dk/dv as flash_backward_dkv_pipe, and dq in the same pass (flash-attention 2's single backward kernel): after dK and
+// dV, each item's dS (bf16, [64 keys][64 queries]) goes to shared memory and every warp computes dQ for 16 of the
+// item's queries from it and K, adding the fp32 result into dqAcc [B*T, H*D] (zeroed before) with vector atomics;
+// flash_dq_store then scales it into dqkv. One pass instead of two: S and dP are computed once per tile pair.
+template <int D>
+__device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
+                                     const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8, SD = BM + 8;
+    constexpr int BUF = 2 * BM * S * 2 + 2 * BM * 4; // bytes of one buffer
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16* Ks = reinterpret_cast<bf16*>(smraw);
+    bf16* Vs = Ks + BM * S;
+    bf16* dSs = Vs + BM * S; // [key][query], row stride SD
+    unsigned char* bufs = reinterpret_cast<unsigned char*>(dSs + BM * SD);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
+    auto issue = [&](int item) {
+        unsigned char* buf = bufs + (item & 1) * BUF;
+        bf16* Qb = reinterpret_cast<bf16*>(buf);
+        bf16* Ob = Qb + BM * S;
+        float* Lb = reinterpret_cast<float*>(Ob + BM * S);
+        float* Db = Lb + BM;
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        load_tile_async<D>(Qb, base, rowW, (i64) h * D, q0, T);
+        load_tile_async<D>(Ob, dbase, (i64) H * D, (i64) h * D, q0, T);
+        const float* lr = lse + ((i64) b * H + h) * T;
+        const float* dr = delta + ((i64) b * H + h) * T;
+        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
+            int t = q0 + (i & (BM - 1));
+            const float* src = i < BM ? lr : dr;
+            src = t < T ? src + t : src;
+            unsigned dst = (unsigned) __cvta_generic_to_shared(i < BM ? Lb + i : Db + (i - BM));
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
+        }
+        cp_async_commit();
+    };
+    load_tile<D>(Ks, base, rowW, kOff, k0, T);
+    load_tile<D>(Vs, base, rowW, vOff, k0, T);
+    if (items > 0) issue(0);
+    __syncthreads();
+    unsigned ka[D / 16][4], va[D / 16][4];
+    load_a<D>(ka, Ks, warp, lane);
+    load_a<D>(va, Vs, warp, lane);
+    int keyA = k0 + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    for (int item = 0; item < items; item++) {
+        if (item + 1 < items) {
+            issue(item + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        unsigned char* buf = bufs + (item & 1) * BUF;
+        bf16* Qs = reinterpret_cast<bf16*>(buf);
+        bf16* Os = Qs + BM * S;
+        float* Ls = reinterpret_cast<float*>(Os + BM * S);
+        float* Dl = Ls + BM;
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        {
+            float s[8][4], dp[8][4];
+            mma_abt<D>(s, ka, Qs, lane);
+            mma_abt<D>(dp, va, Os, lane);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int qi = nt * 8 + 2 * c + e, q = q0 + qi;
+                    float ls = Ls[qi] * LOG2E, dl = Dl[qi];
+                    float pa = q >= keyA && q < T ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
+                    float pb = q >= keyB && q < T ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
+                    s[nt][e] = pa;
+                    s[nt][2 + e] = pb;
+                    dp[nt][e] = pa * (dp[nt][e] - dl);
+                    dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
+                }
+            }
+            mma_pb<D>(dv, s, Os, lane);
+            mma_pb<D>(dk, dp, Qs, lane);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                *reinterpret_cast<unsigned*>(dSs + (warp * 16 + g) * SD + nt * 8 + 2 * c) = pack_bf16(dp[nt][0], dp[nt][1]);
+                *reinterpret_cast<unsigned*>(dSs + (warp * 16 + g + 8) * SD + nt * 8 + 2 * c) = pack_bf16(dp[nt][2], dp[nt][3]);
+            }
+        }
+        __syncthreads();
+        // dQ[this warp's 16 queries × D] = dSᵀ · K: A = dSᵀ by transposed ldmatrix of dSs, B = K from Ks as in mma_pb
+        float dq[D / 8][4];
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned a[4];
+            ldsm_x4_t(a, dSs + (kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * SD + warp * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt += 2) {
+                unsigned bk[4];
+                ldsm_x4_t(bk, Ks + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dt * 8 + (lane >> 4) * 8);
+                mma16816(dq[dt], a, bk[0], bk[1]);
+                mma16816(dq[dt + 1], a, bk[2], bk[3]);
+            }
+        }
+        int qA = q0 + warp * 16 + g;
+        float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
+        float* accB = accA + (i64) 8 * H * D;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            if (qA < T) asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(accA + dt * 8), "f"(dq[dt][0]), "f"(dq[dt][1]) : "memory");
+            if (qA + 8 < T) asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(accB + dt * 8), "f"(dq[dt][2]), "f"(dq[dt][3]) : "memory");
+        }
+        __syncthreads(); // this buffer is refilled two items on, dSs rewritten next item
+    }
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+// dqkv's q columns = dqAcc · scale (rows × H*D floats, 8 per thread; H*D a multiple of 8).
+extern "C" __global__ void flash_dq_store(bf16* dqkv, const float* dqAcc, i64 rows, int qWidth, int rowW, float scale) {
+    i64 packs = rows * (qWidth / 8);
+    GRID_STRIDE(i, packs) {
+        i64 r = i / (qWidth / 8), col = (i - r * (qWidth / 8)) * 8;
+        float v[8];
+        load_floats<8>(v, dqAcc + r * qWidth + col);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] *= scale;
+        Pack<bf16>::store(dqkv, r * rowW + col, v);
+    }
+}
+
 #define FLASH(D)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) flash_forward_##D(bf16* out, float* lse, const bf16* qkv, int T,  \
                                                                         int H, int KVH, float scale) {                  \
@@ -502,6 +644,11 @@ __device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const floa
     extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_pipe_##D(bf16* dqkv, const bf16* dout,        \
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
         flash_backward_dkv_pipe<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                     \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_fused_##D(bf16* dqkv, float* dqAcc,               \
+            const bf16* dout, const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH,             \
+            float scale) {                                                                                              \
+        flash_backward_fused<D>(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);                                 \
     }
 
 FLASH(32)
