@@ -153,8 +153,8 @@ final class CublasLt implements AutoCloseable {
     }
 
     /**
-     * Whether a plan with the bias epilogue (fp32 bias added to every row of out) exists for this shape; false when
-     * cuBLASLt has none (the caller then adds the bias itself).
+     * Whether a plan with the bias epilogue (a bias of out's type added to every row of out) exists for this shape;
+     * false when cuBLASLt has none (the caller then adds the bias itself).
      */
     boolean supportsBias(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, int abType,
                          int cType, int computeType) {
@@ -172,7 +172,7 @@ final class CublasLt implements AutoCloseable {
 
     private final java.util.Set<PlanKey> noBias = new java.util.HashSet<>();
 
-    /** As above, with bias (a device pointer to n floats, 0 for none) added to each row of out in the epilogue. */
+    /** As above, with bias (a device pointer to n elements of cType, 0 for none) added to each row of out in the epilogue. */
     void matmul(long out, long a, long b, long bias, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
                 int abType, int cType, int computeType, boolean tune) {
         if (m == 0 || n == 0) return;
@@ -230,8 +230,9 @@ final class CublasLt implements AutoCloseable {
     }
 
     /**
-     * Times every candidate on the call's operands (one warm-up, then the median of 5 timed runs between events) and
-     * returns the fastest. An accumulating product writes to a scratch buffer instead (so that it is not applied
+     * Times every candidate on the call's operands and returns the fastest: each runs twice untimed, then 3 samples of
+     * 3 back-to-back runs between events (the median sample counts), after the first candidate has run a few times to
+     * bring the clocks up. An accumulating product writes to a scratch buffer instead (so that it is not applied
      * several times); any other writes its real output, which the call then overwrites.
      */
     private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
@@ -242,23 +243,25 @@ final class CublasLt implements AutoCloseable {
         MemorySegment start = cu.eventCreate(), end = cu.eventCreate();
         try {
             if (op.accumulate) cu.memsetD8(scratch, (byte) 0, bytes, stream);
+            for (int r = 0; r < 5; r++) run(plan, c.algos.getFirst(), out, op.a, op.b, op.bias, op.accumulate);
             MemorySegment best = c.algos.getFirst();
             float bestMs = Float.MAX_VALUE;
             StringBuilder log = new StringBuilder();
             for (int i = 0; i < c.algos.size(); i++) {
                 MemorySegment algo = c.algos.get(i);
                 if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) != 0) continue;
-                float[] ms = new float[5];
-                for (int r = 0; r < ms.length; r++) {
+                run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
+                float[] ms = new float[3];
+                for (int sample = 0; sample < ms.length; sample++) {
                     cu.eventRecord(start, stream);
-                    run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
+                    for (int r = 0; r < 3; r++) run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
                     cu.eventRecord(end, stream);
-                    ms[r] = cu.eventElapsed(start, end);
+                    ms[sample] = cu.eventElapsed(start, end) / 3;
                 }
                 java.util.Arrays.sort(ms);
-                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, ms[2]));
-                if (ms[2] < bestMs) {
-                    bestMs = ms[2];
+                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, ms[1]));
+                if (ms[1] < bestMs) {
+                    bestMs = ms[1];
                     best = algo;
                 }
             }
@@ -290,7 +293,7 @@ final class CublasLt implements AutoCloseable {
         setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
         if (key.bias) {
             setInt(desc, DESC_EPILOGUE, EPILOGUE_BIAS);
-            setInt(desc, DESC_BIAS_DATA_TYPE, CUDA_R_32F);
+            setInt(desc, DESC_BIAS_DATA_TYPE, key.cType); // cuBLASLt takes a bias of the output's type (not fp32 for bf16)
             biasPointer.set(JAVA_LONG, 0, 256L); // a placeholder for the heuristic; the real one is set per call
             check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, desc, DESC_BIAS_POINTER, biasPointer, 8L));
         }

@@ -479,8 +479,13 @@ public final class CudaBackend implements Backend {
             Backend.super.linearForward(out, a, b, bias, m, n, k);
             return;
         }
-        blas.matmul(out.data().address(), a.data().address(), b.data().address(), bias.data().address(), m, n, k, false, true,
-                false, abType, cType, compute, !capturing);
+        Tensor epilogueBias = bias;
+        if (out.dtype() != DType.F32) { // the epilogue adds a bias of the output's type: round the fp32 bias to bf16 first
+            epilogueBias = new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
+            convert(epilogueBias, bias, n);
+        }
+        blas.matmul(out.data().address(), a.data().address(), b.data().address(), epilogueBias.data().address(), m, n, k, false,
+                true, false, abType, cType, compute, !capturing);
     }
 
     @Override
@@ -523,6 +528,12 @@ public final class CudaBackend implements Backend {
         need("layerNormForward", "x", x, (long) rows * cols);
         need("layerNormForward", "out", out, (long) rows * cols);
         if (rows == 0) return;
+        int perPack = t.equals("bf16") ? 8 : 4, lanePacks = (cols / perPack + 31) / 32;
+        if (cols % perPack == 0 && lanePacks <= 4 && aligned16(out, x, weight, bias)) { // a warp per row, the row in registers
+            kernels.launch(NORMS, "layernorm_forward_packed_" + t + "_" + lanePacks, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
+                    out, mean, rstd, x, weight, bias, rows, cols, eps);
+            return;
+        }
         if (cols <= 2048) { // a warp per row
             kernels.launch(NORMS, "layernorm_forward_warp_" + t, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
                     out, mean, rstd, x, weight, bias, rows, cols, eps);
@@ -648,6 +659,11 @@ public final class CudaBackend implements Backend {
      * of one pass that adds dq up with fp32 atomics.
      */
     private static final boolean FLASH_FUSED = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_FUSED"));
+    /**
+     * FRUGAL_CUDA_FLASH_FORWARD: the pipelined forward's blocking, "rows128" (default: 128 query rows per block, two
+     * m-tiles per warp), "rows64" (64 rows, one m-tile per warp) or "occ4" (rows64 capped at 128 registers, 4 blocks/SM).
+     */
+    private static final String FLASH_FORWARD = System.getenv().getOrDefault("FRUGAL_CUDA_FLASH_FORWARD", "rows128");
 
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
@@ -665,8 +681,16 @@ public final class CudaBackend implements Backend {
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         if (flash(t, headDim, out, qkv)) {
-            kernels.launch(FLASH, (FLASH_PIPE ? "flash_forward_pipe_" : "flash_forward_") + headDim, (seq + 63) / 64, nHead, batch,
-                    128, 1, 1, flashShared(headDim, FLASH_PIPE ? 5 : 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
+            if (!FLASH_PIPE) {
+                kernels.launch(FLASH, "flash_forward_" + headDim, (seq + 63) / 64, nHead, batch, 128, 1, 1, flashShared(headDim, 3, 0),
+                        out, lse, qkv, seq, nHead, nKvHead, scale);
+            } else if (FLASH_FORWARD.equals("rows128")) { // 128 query rows per block, two m-tiles per warp
+                kernels.launch(FLASH, "flash_forward_pipe_rows128_" + headDim, (seq + 127) / 128, nHead, batch, 128, 1, 1,
+                        flashShared(headDim, 6, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
+            } else {
+                kernels.launch(FLASH, (FLASH_FORWARD.equals("occ4") ? "flash_forward_pipe_occ4_" : "flash_forward_pipe_") + headDim,
+                        (seq + 63) / 64, nHead, batch, 128, 1, 1, flashShared(headDim, 5, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
+            }
             return;
         }
         int nc = headChunks(headDim);
@@ -692,15 +716,15 @@ public final class CudaBackend implements Backend {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long rows = (long) batch * seq * nHead;
         long deltaBytes = (rows * 4 + 255) & ~255L;
-        boolean fused = FLASH_PIPE && FLASH_FUSED && flash(t, headDim, dqkv, dout, qkv) && deltaBytes + rows * headDim * 4 < Integer.MAX_VALUE;
+        boolean fused = FLASH_PIPE && FLASH_FUSED && flash(t, headDim, dqkv, dout, out, qkv)
+                && deltaBytes + rows * headDim * 4 < Integer.MAX_VALUE;
         long dqAccBytes = fused ? rows * headDim * 4 : 0;
         Tensor delta = scratchTensor(deltaBytes + dqAccBytes);
-        kernels.launch(ATTENTION, "attention_delta_" + t, (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
-                32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
         if (fused) { // dq, dk, dv in one pass; dq accumulated in fp32 (atomics) in the scratch after delta
             Tensor dqAcc = new Tensor(MemorySegment.ofAddress(delta.data().address() + deltaBytes).reinterpret(dqAccBytes),
                     DType.F32, (int) (rows * headDim));
-            cu.memsetD8(dqAcc.data().address(), (byte) 0, dqAccBytes, stream);
+            kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
+                    delta, dqAcc, dout, out, rows, seq, nHead);
             kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
                     flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
             int qWidth = nHead * headDim;
@@ -708,6 +732,8 @@ public final class CudaBackend implements Backend {
                     (nHead + 2 * nKvHead) * headDim, scale);
             return;
         }
+        kernels.launch(ATTENTION, "attention_delta_" + t, (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
+                32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
         if (flash(t, headDim, dqkv, dout, qkv)) {
             int tiles = (seq + 63) / 64;
             kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dq_pipe_" : "flash_backward_dq_") + headDim, tiles, nHead, batch,

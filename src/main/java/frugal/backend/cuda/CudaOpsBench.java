@@ -158,17 +158,37 @@ public final class CudaOpsBench {
         for (String line : lines) System.out.println(line);
     }
 
-    /** {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16. */
+    /** bf16 flash attention forward and backward at GPT-2 124M's shape, batch 16 × 1024 (kernel variants by environment). */
+    private void attention() {
+        int B = 16, T = 1024, NH = 12, HD = 64, rows = B * T, C = NH * HD;
+        Tensor qkv = randomBf16(rows, 3 * C), out = randomBf16(rows, C), dout = randomBf16(rows, C), dqkv = randomBf16(rows, 3 * C);
+        Tensor lse = gpu.allocate(DType.F32, B, NH, T);
+        double flops = 4.0 * B * NH * T * (T + 1) / 2.0 * HD;
+        time("attentionForward B16 T1024 H12 D64", flops, 0, () -> gpu.attentionForward(out, lse, qkv, B, T, NH, NH, HD));
+        time("attentionBackward B16 T1024 H12 D64", 2.5 * flops, 0,
+                () -> gpu.attentionBackward(dqkv, dout, out, lse, qkv, B, T, NH, NH, HD));
+        System.out.println("---- " + gpu.name() + ", bf16 attention");
+        for (String line : lines) System.out.println(line);
+    }
+
+    /**
+     * {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16;
+     * {@code --attention}: its bf16 attention.
+     */
     public static void main(String[] args) {
         if (!CudaBackend.isAvailable()) {
             System.err.println("no CUDA: " + CudaBackend.unavailableReason());
             System.exit(1);
         }
-        boolean gemm = args.length > 0 && args[0].equals("--gemm");
-        boolean tf32 = args.length > 0 && args[0].equals("--tf32");
-        try (CudaBackend gpu = new CudaBackend(0, tf32, gemm ? DType.BF16 : DType.F32)) {
-            if (gemm) new CudaOpsBench(gpu).gemms();
-            else new CudaOpsBench(gpu).run();
+        String mode = args.length > 0 ? args[0] : "";
+        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention");
+        try (CudaBackend gpu = new CudaBackend(0, mode.equals("--tf32"), bf16 ? DType.BF16 : DType.F32)) {
+            CudaOpsBench bench = new CudaOpsBench(gpu);
+            switch (mode) {
+                case "--gemm" -> bench.gemms();
+                case "--attention" -> bench.attention();
+                default -> bench.run();
+            }
         }
     }
 }

@@ -289,3 +289,66 @@ __device__ void layernorm_backward_packed_k(T* dx, float* dw, float* db, const T
     layernorm_backward_packed_k<T, P>(dx, dw, db, dout, x, w, mean, rstd, rows, cols); }
 #define LN_BP_ALL(T, S) LN_BP(T, S, 1) LN_BP(T, S, 2) LN_BP(T, S, 3) LN_BP(T, S, 4)
 FOR_TYPES(LN_BP_ALL)
+
+// layernorm_forward_warp with 16-byte loads, for rows of at most 32·P whole packs (cols a multiple of Pack<T>::N,
+// 16-byte aligned, weight and bias too): a warp per row, the row kept packed in registers for the mean, the variance
+// (two passes over the registers, as the other kernels compute it) and the output.
+template <typename T, int P>
+__device__ void layernorm_forward_packed_k(T* out, float* mean, float* rstd, const T* x, const float* w, const float* b,
+                                           int rows, int cols, float eps) {
+    constexpr int N = Pack<T>::N;
+    typedef typename Raw<T>::type R;
+    int lane = threadIdx.x & 31, warps = blockDim.x >> 5, packs = cols / N;
+    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+        i64 base = (i64) row * cols;
+        R xr[P];
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) xr[p] = reinterpret_cast<const R*>(x + base)[pk];
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            if (lane + 32 * p < packs) {
+                float v[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+#pragma unroll
+                for (int e = 0; e < N; e++) sum += v[e];
+            }
+        }
+        float m = warp_sum(sum) / cols, var = 0.f;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            if (lane + 32 * p < packs) {
+                float v[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+#pragma unroll
+                for (int e = 0; e < N; e++) var += (v[e] - m) * (v[e] - m);
+            }
+        }
+        float rs = 1.f / sqrtf(warp_sum(var) / cols + eps);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) {
+                float v[N], wv[N], bv[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+                load_floats<N>(wv, w + pk * N);
+                load_floats<N>(bv, b + pk * N);
+#pragma unroll
+                for (int e = 0; e < N; e++) v[e] = (v[e] - m) * rs * wv[e] + bv[e];
+                Pack<T>::store(out, base + pk * N, v);
+            }
+        }
+        if (lane == 0) {
+            mean[row] = m;
+            rstd[row] = rs;
+        }
+    }
+}
+#define LN_FP(T, S, P) extern "C" __global__ void __launch_bounds__(256) layernorm_forward_packed_##S##_##P(T* out, float* mean, \
+        float* rstd, const T* x, const float* w, const float* b, int rows, int cols, float eps) { \
+    layernorm_forward_packed_k<T, P>(out, mean, rstd, x, w, b, rows, cols, eps); }
+#define LN_FP_ALL(T, S) LN_FP(T, S, 1) LN_FP(T, S, 2) LN_FP(T, S, 3) LN_FP(T, S, 4)
+FOR_TYPES(LN_FP_ALL)
