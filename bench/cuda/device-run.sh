@@ -3,12 +3,12 @@
 # (frugal.jar, test-classes, the JUnit console jar, this script, gpt2_torch.py, ncu_step.py; frugal-before.jar for
 # "before"), the Java runtime in .gpu-jre/.
 #   bash .gpu-cuda/device-run.sh [sections...]
-# sections, run in the order given (default: tests attention bench torch ncu-flash ncu):
-#   tests      the CUDA test package, then the attention test again on the two-pass backward and the 64-row forward
+# sections, run in the order given (default: tests attention bench before torch ncu):
+#   tests      the CUDA test package, then the attention test again on the two-pass backward and on unpipelined kernels
 #   gemm       CudaOpsBench --gemm: bf16 GEMMs of the GPT-2 step, candidates timed (8) and the heuristic's first (1)
-#   attention  CudaOpsBench --attention for each forward blocking and both backward variants
-#   bench      frugal bench, GPT-2 124M, batch 16 × 1024, vocab 50304 (graph replay, per-op table)
-#   bench-alt  the same step with the earlier attention kernels (64-row forward, two-pass backward)
+#   attention  CudaOpsBench --attention, one-pass and two-pass backward
+#   bench      frugal bench, GPT-2 124M, batch 16 × 1024, vocab 50304 (graph replay, per-op table, GEMM candidate log)
+#   bench-alt  the same step with the two-pass attention backward
 #   before     the same step with frugal-before.jar (the build before this work)
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
@@ -23,7 +23,7 @@ G=.gpu-cuda
 JAVA=(.gpu-jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
 JUNIT=(-jar $G/junit-platform-console-standalone-1.11.4.jar execute --disable-banner --details=summary -cp $G/frugal.jar:$G/test-classes)
 BENCH=(bench --device cuda --batch 16 --seq 1024 --vocab 50304)
-sections=${*:-tests attention bench torch ncu-flash ncu}
+sections=${*:-tests attention bench before torch ncu}
 export FRUGAL_CACHE_DIR=/tmp/frugal-cache
 TMP=/tmp/device-run
 mkdir -p $TMP
@@ -45,24 +45,26 @@ for s in $sections; do
   case $s in
     tests)
       section tests 150 "${JAVA[@]}" "${JUNIT[@]}" --select-package frugal.backend.cuda
-      section tests 40 env FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_FORWARD=rows64 "${JAVA[@]}" "${JUNIT[@]}" \
-        --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
+      for v in FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0; do
+        echo "# $v" >> "$OUT/tests.log"
+        section tests 40 env $v "${JAVA[@]}" "${JUNIT[@]}" --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
+      done
       grep -E "FAIL|tests (successful|failed|skipped)|multi-tensor|crossEntropy V=50304|attention B1 T1024|Forward C=768|Backward dx" "$OUT/tests.log" | head -40 ;;
     gemm)
       section gemm 70 env FRUGAL_CUDA_GEMM_LOG=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
       section gemm 50 env FRUGAL_CUDA_GEMM_CANDIDATES=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
       grep -A40 "^---- " "$OUT/gemm.log" ;;
     attention)
-      for v in "FRUGAL_CUDA_FLASH_FORWARD=rows128" "FRUGAL_CUDA_FLASH_FORWARD=rows64" "FRUGAL_CUDA_FLASH_FORWARD=occ4" "FRUGAL_CUDA_FLASH_FUSED=0"; do
+      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0; do
         echo "# $v" >> "$OUT/attention.log"
         section attention 40 env "$v" "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
       done
       grep -E "^# |^attention" "$OUT/attention.log" ;;
     bench)
-      section bench 100 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3
+      section bench 100 env FRUGAL_CUDA_GEMM_LOG=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3
       grep -E "^step|^model|^device" "$OUT/bench.log"; sed -n '/^| op/,/sum of ops/p' "$OUT/bench.log" | head -30 ;;
     bench-alt)
-      section bench-alt 70 env FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_FORWARD=rows64 "${JAVA[@]}" -cp $G/frugal.jar \
+      section bench-alt 70 env FRUGAL_CUDA_FLASH_FUSED=0 "${JAVA[@]}" -cp $G/frugal.jar \
         frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
       grep -E "^step" "$OUT/bench-alt.log" ;;
     before)

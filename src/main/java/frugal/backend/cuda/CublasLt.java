@@ -230,10 +230,12 @@ final class CublasLt implements AutoCloseable {
     }
 
     /**
-     * Times every candidate on the call's operands and returns the fastest: each runs twice untimed, then 3 samples of
-     * 3 back-to-back runs between events (the median sample counts), after the first candidate has run a few times to
-     * bring the clocks up. An accumulating product writes to a scratch buffer instead (so that it is not applied
-     * several times); any other writes its real output, which the call then overwrites.
+     * Times every candidate on the call's operands and returns the fastest: after a few untimed runs (clocks up, caches
+     * warm), 5 rounds that each time every candidate over 2 back-to-back runs between events, so that drift affects
+     * all alike; a candidate's time is its median round. Another than the heuristic's first is taken only when at least
+     * 3% faster (the timings of close candidates move by about that much between calls). An accumulating product writes
+     * to a scratch buffer instead (so that it is not applied many times); any other writes its real output, which the
+     * call then overwrites.
      */
     private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
         Plan plan = new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, null);
@@ -243,26 +245,32 @@ final class CublasLt implements AutoCloseable {
         MemorySegment start = cu.eventCreate(), end = cu.eventCreate();
         try {
             if (op.accumulate) cu.memsetD8(scratch, (byte) 0, bytes, stream);
-            for (int r = 0; r < 5; r++) run(plan, c.algos.getFirst(), out, op.a, op.b, op.bias, op.accumulate);
-            MemorySegment best = c.algos.getFirst();
-            float bestMs = Float.MAX_VALUE;
-            StringBuilder log = new StringBuilder();
-            for (int i = 0; i < c.algos.size(); i++) {
-                MemorySegment algo = c.algos.get(i);
-                if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) != 0) continue;
-                run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
-                float[] ms = new float[3];
-                for (int sample = 0; sample < ms.length; sample++) {
+            java.util.List<MemorySegment> runnable = new java.util.ArrayList<>();
+            for (MemorySegment algo : c.algos) {
+                if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) == 0) runnable.add(algo);
+            }
+            if (runnable.isEmpty()) return c.algos.getFirst();
+            for (int r = 0; r < 3; r++) run(plan, runnable.getFirst(), out, op.a, op.b, op.bias, op.accumulate);
+            float[][] ms = new float[runnable.size()][5];
+            for (int round = 0; round < 5; round++) {
+                for (int i = 0; i < runnable.size(); i++) {
                     cu.eventRecord(start, stream);
-                    for (int r = 0; r < 3; r++) run(plan, algo, out, op.a, op.b, op.bias, op.accumulate);
+                    for (int r = 0; r < 2; r++) run(plan, runnable.get(i), out, op.a, op.b, op.bias, op.accumulate);
                     cu.eventRecord(end, stream);
-                    ms[sample] = cu.eventElapsed(start, end) / 3;
+                    ms[i][round] = cu.eventElapsed(start, end) / 2;
                 }
-                java.util.Arrays.sort(ms);
-                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, ms[1]));
-                if (ms[1] < bestMs) {
-                    bestMs = ms[1];
-                    best = algo;
+            }
+            StringBuilder log = new StringBuilder();
+            float firstMs = Float.MAX_VALUE, bestMs = Float.MAX_VALUE;
+            MemorySegment best = runnable.getFirst();
+            for (int i = 0; i < runnable.size(); i++) {
+                java.util.Arrays.sort(ms[i]);
+                float median = ms[i][2];
+                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, median));
+                if (i == 0) firstMs = bestMs = median;
+                else if (median < bestMs && median < 0.97f * firstMs) {
+                    bestMs = median;
+                    best = runnable.get(i);
                 }
             }
             if (TUNE_LOG) {

@@ -659,11 +659,6 @@ public final class CudaBackend implements Backend {
      * of one pass that adds dq up with fp32 atomics.
      */
     private static final boolean FLASH_FUSED = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_FUSED"));
-    /**
-     * FRUGAL_CUDA_FLASH_FORWARD: the pipelined forward's blocking, "rows128" (default: 128 query rows per block, two
-     * m-tiles per warp), "rows64" (64 rows, one m-tile per warp) or "occ4" (rows64 capped at 128 registers, 4 blocks/SM).
-     */
-    private static final String FLASH_FORWARD = System.getenv().getOrDefault("FRUGAL_CUDA_FLASH_FORWARD", "rows128");
 
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
@@ -681,16 +676,8 @@ public final class CudaBackend implements Backend {
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         if (flash(t, headDim, out, qkv)) {
-            if (!FLASH_PIPE) {
-                kernels.launch(FLASH, "flash_forward_" + headDim, (seq + 63) / 64, nHead, batch, 128, 1, 1, flashShared(headDim, 3, 0),
-                        out, lse, qkv, seq, nHead, nKvHead, scale);
-            } else if (FLASH_FORWARD.equals("rows128")) { // 128 query rows per block, two m-tiles per warp
-                kernels.launch(FLASH, "flash_forward_pipe_rows128_" + headDim, (seq + 127) / 128, nHead, batch, 128, 1, 1,
-                        flashShared(headDim, 6, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
-            } else {
-                kernels.launch(FLASH, (FLASH_FORWARD.equals("occ4") ? "flash_forward_pipe_occ4_" : "flash_forward_pipe_") + headDim,
-                        (seq + 63) / 64, nHead, batch, 128, 1, 1, flashShared(headDim, 5, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
-            }
+            kernels.launch(FLASH, (FLASH_PIPE ? "flash_forward_pipe_" : "flash_forward_") + headDim, (seq + 63) / 64, nHead, batch,
+                    128, 1, 1, flashShared(headDim, FLASH_PIPE ? 5 : 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);
             return;
         }
         int nc = headChunks(headDim);
@@ -738,9 +725,8 @@ public final class CudaBackend implements Backend {
             int tiles = (seq + 63) / 64;
             kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dq_pipe_" : "flash_backward_dq_") + headDim, tiles, nHead, batch,
                     128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, 0), dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dkv_pipe_" : "flash_backward_dkv_") + headDim, tiles, nKvHead,
-                    batch, 128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, FLASH_PIPE ? 256 : 128), dqkv, dout, lse, delta,
-                    qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, "flash_backward_dkv_" + headDim, tiles, nKvHead, batch, 128, 1, 1, flashShared(headDim, 4, 128),
+                    dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
             return;
         }
         int qBlocks = (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS;

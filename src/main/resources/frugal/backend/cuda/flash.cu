@@ -4,9 +4,12 @@
 // A block is 4 warps over a tile of 64 rows (16 per warp); keys (or queries) stream through shared memory in tiles
 // of 64 rows, padded by 8 elements so that ldmatrix reads are free of bank conflicts.
 //   forward:  grid (T/64, H, B), one query tile per block, online softmax in exp2 units.
-//   backward: delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu), then dq (grid (T/64, H, B), recomputes
-//             P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over the group's heads and query tiles);
-//             each output has one writer, no atomics.
+//   backward (default): delta and the zeroing of an fp32 dq buffer (flash_delta_zero), one pass over (key tile,
+//             query tile) pairs computing dk, dv and, by atomics, dq (flash_backward_fused; grid (T/64, KVH, B)), then
+//             dq into dqkv (flash_dq_store).
+//   backward (FRUGAL_CUDA_FLASH_FUSED=0, deterministic): delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu),
+//             then dq (grid (T/64, H, B), recomputes P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over
+//             the group's heads and query tiles); each output has one writer, no atomics.
 
 #define BM 64
 #define LOG2E 1.4426950408889634f
@@ -72,55 +75,38 @@ __device__ __forceinline__ void load_a(unsigned (*a)[4], const bf16* sm, int war
     for (int kk = 0; kk < D / 16; kk++) ldsm_x4(a[kk], sm + (warp * 16 + (lane & 15)) * S + kk * 16 + (lane >> 4) * 8);
 }
 
-// s[m][16 × 64] = A[m][16 × D] · Bᵀ for the MT m-tiles of a warp, B a shared tile [64 rows][D]: each B fragment is
-// read from shared memory once for all MT tiles.
-template <int D, int MT>
-__device__ __forceinline__ void mma_abt(float (*s)[8][4], const unsigned (*a)[D / 16][4], const bf16* Bs, int lane) {
+// s[16 × 64] = A[16 × D] · Bᵀ, B a shared tile [64 rows][D].
+template <int D>
+__device__ __forceinline__ void mma_abt(float (*s)[4], const unsigned (*a)[4], const bf16* Bs, int lane) {
     constexpr int S = D + 8;
 #pragma unroll
-    for (int m = 0; m < MT; m++) {
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.f;
-    }
+    for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk += 2) {
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
             unsigned b[4];
             ldsm_x4(b, Bs + (nt * 8 + (lane & 7)) * S + kk * 16 + (lane >> 3) * 8);
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                mma16816(s[m][nt], a[m][kk], b[0], b[1]);
-                mma16816(s[m][nt], a[m][kk + 1], b[2], b[3]);
-            }
+            mma16816(s[nt], a[kk], b[0], b[1]);
+            mma16816(s[nt], a[kk + 1], b[2], b[3]);
         }
     }
 }
 
-// o[m][16 × D] += p[m][16 × 64] · B for the MT m-tiles of a warp, p in accumulator layout (rounded to bf16 here), B a
-// shared tile [64 rows][D].
-template <int D, int MT>
-__device__ __forceinline__ void mma_pb(float (*o)[D / 8][4], const float (*p)[8][4], const bf16* Bs, int lane) {
+// o[16 × D] += p[16 × 64] · B, p in accumulator layout (rounded to bf16 here), B a shared tile [64 rows][D].
+template <int D>
+__device__ __forceinline__ void mma_pb(float (*o)[4], const float (*p)[4], const bf16* Bs, int lane) {
     constexpr int S = D + 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        unsigned a[MT][4];
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            a[m][0] = pack_bf16(p[m][2 * kk][0], p[m][2 * kk][1]);
-            a[m][1] = pack_bf16(p[m][2 * kk][2], p[m][2 * kk][3]);
-            a[m][2] = pack_bf16(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
-            a[m][3] = pack_bf16(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
-        }
+        unsigned a[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                         pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
 #pragma unroll
         for (int dt = 0; dt < D / 8; dt += 2) {
             unsigned b[4];
             ldsm_x4_t(b, Bs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dt * 8 + (lane >> 4) * 8);
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                mma16816(o[m][dt], a[m], b[0], b[1]);
-                mma16816(o[m][dt + 1], a[m], b[2], b[3]);
-            }
+            mma16816(o[dt], a, b[0], b[1]);
+            mma16816(o[dt + 1], a, b[2], b[3]);
         }
     }
 }
@@ -147,63 +133,58 @@ __device__ __forceinline__ void store_rows(bf16* base, i64 rowW, i64 off, int ro
     }
 }
 
-// s (a warp's 16 rows × 64 keys from n0) times sl2; with MASK, keys after the row (causal) or at or past T become -inf.
-// xA, xB: the row maxima of this lane's values (rows A = g, B = g + 8).
+// exp2 with results below 2^-126 flushed to zero (one MUFU.EX2: softmax terms that small vanish in the sums anyway).
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// With MASK, the scores s of a warp's 16 rows × 64 keys from n0 whose key comes after the row (causal) or at or past T
+// become -inf. xA, xB: the row maxima of this lane's values (rows A = g, B = g + 8).
 template <bool MASK>
-__device__ __forceinline__ void scale_scores(float (*s)[4], float sl2, int n0, int c, int rowA, int rowB, int T, float& xA,
-                                             float& xB) {
+__device__ __forceinline__ void mask_scores(float (*s)[4], int n0, int c, int rowA, int rowB, int T, float& xA, float& xB) {
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             int key = n0 + nt * 8 + 2 * c + e;
-            float a = !MASK || (key <= rowA && key < T) ? s[nt][e] * sl2 : -FRUGAL_INF;
-            float bb = !MASK || (key <= rowB && key < T) ? s[nt][2 + e] * sl2 : -FRUGAL_INF;
-            s[nt][e] = a;
-            s[nt][2 + e] = bb;
-            xA = fmaxf(xA, a);
-            xB = fmaxf(xB, bb);
+            if (MASK && !(key <= rowA && key < T)) s[nt][e] = -FRUGAL_INF;
+            if (MASK && !(key <= rowB && key < T)) s[nt][2 + e] = -FRUGAL_INF;
+            xA = fmaxf(xA, s[nt][e]);
+            xB = fmaxf(xB, s[nt][2 + e]);
         }
     }
 }
 
-// Forward over a block of 64·MT query rows: 4 warps of MT m-tiles (16 rows each), key/value tiles of 64 rows.
-template <int D, bool PIPE, int MT>
+template <int D, bool PIPE>
 __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
-    constexpr int S = D + 8, BQ = BM * MT;
+    constexpr int S = D + 8;
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16* Qs = reinterpret_cast<bf16*>(smraw);
-    bf16* Kb = Qs + BQ * S; // K, V (and with PIPE a second K, V for the next tile)
+    bf16* Kb = Qs + BM * S; // K, V (and with PIPE a second K, V for the next tile)
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
     i64 rowW = (i64) (H + 2 * KVH) * D;
     int kvh = h / (H / KVH);
     i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
     const bf16* base = qkv + (i64) b * T * rowW;
-#pragma unroll
-    for (int m = 0; m < MT; m++) load_tile<D>(Qs + m * BM * S, base, rowW, qOff, q0 + m * BM, T);
+    load_tile<D>(Qs, base, rowW, qOff, q0, T);
     if (PIPE) {
         load_tile_async<D>(Kb, base, rowW, kOff, 0, T);
         load_tile_async<D>(Kb + BM * S, base, rowW, vOff, 0, T);
         cp_async_commit();
     }
     __syncthreads();
-    // warp w owns rows w·16·MT + m·16 + (0..15) of the block
-    unsigned qa[MT][D / 16][4];
-    float o[MT][D / 8][4];
-    float mA[MT], mB[MT], lA[MT], lB[MT];
-    int rowA[MT];
+    unsigned qa[D / 16][4];
+    load_a<D>(qa, Qs, warp, lane);
+    float o[D / 8][4];
 #pragma unroll
-    for (int m = 0; m < MT; m++) {
-        load_a<D>(qa[m], Qs, warp * MT + m, lane);
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) o[m][dt][0] = o[m][dt][1] = o[m][dt][2] = o[m][dt][3] = 0.f;
-        mA[m] = mB[m] = -FRUGAL_INF;
-        lA[m] = lB[m] = 0.f;
-        rowA[m] = q0 + (warp * MT + m) * 16 + g;
-    }
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float mA = -FRUGAL_INF, mB = -FRUGAL_INF, lA = 0.f, lB = 0.f;
     const float sl2 = scale * LOG2E;
-    int nEnd = min(T, q0 + BQ);
+    int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    int nEnd = min(T, q0 + BM);
     for (int n0 = 0, it = 0; n0 < nEnd; n0 += BM, it++) {
         bf16 *Ks, *Vs;
         if (PIPE) {
@@ -227,52 +208,45 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
             load_tile<D>(Vs, base, rowW, vOff, n0, T);
             __syncthreads();
         }
-        float s[MT][8][4];
-        mma_abt<D, MT>(s, qa, Ks, lane);
+        float s[8][4];
+        mma_abt<D>(s, qa, Ks, lane);
+        float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
+        if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
+        else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
+        float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
+        float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
+        float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
+        lA *= cA;
+        lB *= cB;
 #pragma unroll
-        for (int m = 0; m < MT; m++) {
-            float xA = -FRUGAL_INF, xB = -FRUGAL_INF;
-            int first = rowA[m] - g; // the m-tile's first row
-            if (n0 + BM <= first + 1 && n0 + BM <= T) scale_scores<false>(s[m], sl2, n0, c, rowA[m], rowA[m] + 8, T, xA, xB);
-            else scale_scores<true>(s[m], sl2, n0, c, rowA[m], rowA[m] + 8, T, xA, xB);
-            float nA = fmaxf(mA[m], quad_max(xA)), nB = fmaxf(mB[m], quad_max(xB));
-            float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
-            float cA = exp2f(mA[m] - uA), cB = exp2f(mB[m] - uB);
-            lA[m] *= cA;
-            lB[m] *= cB;
+        for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float pa = exp2f(s[m][nt][e] - uA), pb = exp2f(s[m][nt][2 + e] - uB);
-                    s[m][nt][e] = pa;
-                    s[m][nt][2 + e] = pb;
-                    lA[m] += pa;
-                    lB[m] += pb;
-                }
+            for (int e = 0; e < 2; e++) {
+                float pa = exp2_ftz(fmaf(s[nt][e], sl2, -uA)), pb = exp2_ftz(fmaf(s[nt][2 + e], sl2, -uB));
+                s[nt][e] = pa;
+                s[nt][2 + e] = pb;
+                lA += pa;
+                lB += pb;
             }
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                o[m][dt][0] *= cA;
-                o[m][dt][1] *= cA;
-                o[m][dt][2] *= cB;
-                o[m][dt][3] *= cB;
-            }
-            mA[m] = nA;
-            mB[m] = nB;
         }
-        mma_pb<D, MT>(o, s, Vs, lane);
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            o[dt][0] *= cA;
+            o[dt][1] *= cA;
+            o[dt][2] *= cB;
+            o[dt][3] *= cB;
+        }
+        mA = nA;
+        mB = nB;
+        mma_pb<D>(o, s, Vs, lane);
         if (PIPE) __syncthreads(); // this tile's buffers are refilled two iterations on
     }
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-        float la = quad_sum(lA[m]), lb = quad_sum(lB[m]);
-        int ra = rowA[m], rb = ra + 8;
-        store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, ra, T, o[m], 1.f / la, 1.f / lb, c);
-        if (c == 0) {
-            if (ra < T) lse[((i64) b * H + h) * T + ra] = mA[m] * LN2 + logf(la);
-            if (rb < T) lse[((i64) b * H + h) * T + rb] = mB[m] * LN2 + logf(lb);
-        }
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
+    if (c == 0) {
+        if (rowA < T) lse[((i64) b * H + h) * T + rowA] = mA * LN2 + logf(lA);
+        if (rowB < T) lse[((i64) b * H + h) * T + rowB] = mB * LN2 + logf(lB);
     }
 }
 
@@ -335,8 +309,8 @@ __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse
             __syncthreads();
         }
         float s[8][4], dp[8][4];
-        mma_abt<D, 1>(&s, &qa, Ks, lane);
-        mma_abt<D, 1>(&dp, &da, Vs, lane);
+        mma_abt<D>(s, qa, Ks, lane);
+        mma_abt<D>(dp, da, Vs, lane);
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
@@ -348,7 +322,7 @@ __device__ void flash_backward_dq(bf16* dqkv, const bf16* dout, const float* lse
                 s[nt][2 + e] = pb * (dp[nt][2 + e] - dlB);
             }
         }
-        mma_pb<D, 1>(&dq, &s, Ks, lane);
+        mma_pb<D>(dq, s, Ks, lane);
         if (PIPE) __syncthreads();
     }
     store_rows<D>(dqkv + (i64) b * T * rowW, rowW, qOff, rowA, T, dq, scale, scale, c);
@@ -401,8 +375,8 @@ __device__ void flash_backward_dkv(bf16* dqkv, const bf16* dout, const float* ls
             }
             __syncthreads();
             float s[8][4], dp[8][4];
-            mma_abt<D, 1>(&s, &ka, Qs, lane);
-            mma_abt<D, 1>(&dp, &va, Os, lane);
+            mma_abt<D>(s, ka, Qs, lane);
+            mma_abt<D>(dp, va, Os, lane);
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
@@ -417,103 +391,9 @@ __device__ void flash_backward_dkv(bf16* dqkv, const bf16* dout, const float* ls
                     dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
                 }
             }
-            mma_pb<D, 1>(&dv, &s, Os, lane);
-            mma_pb<D, 1>(&dk, &dp, Qs, lane);
+            mma_pb<D>(dv, s, Os, lane);
+            mma_pb<D>(dk, dp, Qs, lane);
         }
-    }
-    bf16* out = dqkv + (i64) b * T * rowW;
-    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
-    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
-}
-
-// dk/dv with cp.async double buffering: the (head, query tile) items of the loop are flattened, and item i+1's Q,
-// dO, lse and delta load while item i computes. Shared: K, V, then two buffers of {Q, dO, lse[64], delta[64]}.
-template <int D>
-__device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
-                                        int T, int H, int KVH, float scale) {
-    constexpr int S = D + 8;
-    constexpr int BUF = 2 * BM * S * 2 + 2 * BM * 4; // bytes of one buffer
-    extern __shared__ __align__(16) unsigned char smraw[];
-    bf16* Ks = reinterpret_cast<bf16*>(smraw);
-    bf16* Vs = Ks + BM * S;
-    unsigned char* bufs = smraw + 2 * BM * S * 2;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
-    int group = H / KVH;
-    i64 rowW = (i64) (H + 2 * KVH) * D;
-    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
-    const bf16* base = qkv + (i64) b * T * rowW;
-    const bf16* dbase = dout + (i64) b * T * H * D;
-    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
-    auto issue = [&](int item) {
-        unsigned char* buf = bufs + (item & 1) * BUF;
-        bf16* Qb = reinterpret_cast<bf16*>(buf);
-        bf16* Ob = Qb + BM * S;
-        float* Lb = reinterpret_cast<float*>(Ob + BM * S);
-        float* Db = Lb + BM;
-        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
-        load_tile_async<D>(Qb, base, rowW, (i64) h * D, q0, T);
-        load_tile_async<D>(Ob, dbase, (i64) H * D, (i64) h * D, q0, T);
-        const float* lr = lse + ((i64) b * H + h) * T;
-        const float* dr = delta + ((i64) b * H + h) * T;
-        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
-            int t = q0 + (i & (BM - 1));
-            const float* src = i < BM ? lr : dr;
-            src = t < T ? src + t : src;
-            unsigned dst = (unsigned) __cvta_generic_to_shared(i < BM ? Lb + i : Db + (i - BM));
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
-        }
-        cp_async_commit();
-    };
-    load_tile<D>(Ks, base, rowW, kOff, k0, T);
-    load_tile<D>(Vs, base, rowW, vOff, k0, T);
-    if (items > 0) issue(0);
-    __syncthreads();
-    unsigned ka[D / 16][4], va[D / 16][4];
-    load_a<D>(ka, Ks, warp, lane);
-    load_a<D>(va, Vs, warp, lane);
-    int keyA = k0 + warp * 16 + g, keyB = keyA + 8;
-    const float sl2 = scale * LOG2E;
-    float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
-        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
-    }
-    for (int item = 0; item < items; item++) {
-        if (item + 1 < items) {
-            issue(item + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        unsigned char* buf = bufs + (item & 1) * BUF;
-        bf16* Qs = reinterpret_cast<bf16*>(buf);
-        bf16* Os = Qs + BM * S;
-        float* Ls = reinterpret_cast<float*>(Os + BM * S);
-        float* Dl = Ls + BM;
-        int q0 = k0 + (item % nq) * BM;
-        float s[8][4], dp[8][4];
-        mma_abt<D, 1>(&s, &ka, Qs, lane);
-        mma_abt<D, 1>(&dp, &va, Os, lane);
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int qi = nt * 8 + 2 * c + e, q = q0 + qi;
-                float ls = Ls[qi] * LOG2E, dl = Dl[qi];
-                float pa = q >= keyA && q < T ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
-                float pb = q >= keyB && q < T ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
-                s[nt][e] = pa;
-                s[nt][2 + e] = pb;
-                dp[nt][e] = pa * (dp[nt][e] - dl);
-                dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
-            }
-        }
-        mma_pb<D, 1>(&dv, &s, Os, lane);
-        mma_pb<D, 1>(&dk, &dp, Qs, lane);
-        __syncthreads(); // this buffer is refilled two items on
     }
     bf16* out = dqkv + (i64) b * T * rowW;
     store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
@@ -532,8 +412,8 @@ __device__ __forceinline__ void probabilities_and_ds(float (*s)[4], float (*dp)[
         for (int e = 0; e < 2; e++) {
             int qi = nt * 8 + 2 * c + e, q = q0 + qi;
             float ls = Ls[qi] * LOG2E, dl = Dl[qi];
-            float pa = !MASK || (q >= keyA && q < T) ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
-            float pb = !MASK || (q >= keyB && q < T) ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
+            float pa = !MASK || (q >= keyA && q < T) ? exp2_ftz(fmaf(s[nt][e], sl2, -ls)) : 0.f;
+            float pb = !MASK || (q >= keyB && q < T) ? exp2_ftz(fmaf(s[nt][2 + e], sl2, -ls)) : 0.f;
             s[nt][e] = pa;
             s[nt][2 + e] = pb;
             dp[nt][e] = pa * (dp[nt][e] - dl);
@@ -552,10 +432,12 @@ __device__ __forceinline__ void add2(float* p, float x, float y) {
 #endif
 }
 
-// dk/dv as flash_backward_dkv_pipe, and dq in the same pass (flash-attention 2's single backward kernel): after dK and
-// dV, each item's dS (bf16, [64 keys][64 queries]) goes to shared memory and every warp computes dQ for 16 of the
-// item's queries from it and K, adding the fp32 result into dqAcc [B*T, H*D] (zeroed before) with vector atomics;
-// flash_dq_store then scales it into dqkv. One pass instead of two: S and dP are computed once per tile pair.
+// dk/dv as flash_backward_dkv, and dq in the same pass (flash-attention 2's single backward kernel). The (head, query
+// tile) items of the loop are flattened and double-buffered with cp.async: item i+1's Q, dO, lse and delta load while
+// item i computes (shared: K, V, dS, then two buffers of {Q, dO, lse[64], delta[64]}). After dK and dV, each item's dS
+// (bf16, [64 keys][64 queries]) goes to shared memory and every warp computes dQ for 16 of the item's queries from it
+// and K, adding the fp32 result into dqAcc [B*T, H*D] (zeroed by flash_delta_zero) with vector atomics; flash_dq_store
+// then scales it into dqkv. S and dP are computed once per tile pair instead of once in each of two passes.
 template <int D>
 __device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
                                      const bf16* qkv, int T, int H, int KVH, float scale) {
@@ -625,12 +507,12 @@ __device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout,
         int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
         {
             float s[8][4], dp[8][4];
-            mma_abt<D, 1>(&s, &ka, Qs, lane);
-            mma_abt<D, 1>(&dp, &va, Os, lane);
+            mma_abt<D>(s, ka, Qs, lane);
+            mma_abt<D>(dp, va, Os, lane);
             if (q0 >= k0 + BM && q0 + BM <= T) probabilities_and_ds<false>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T); // below the diagonal
             else probabilities_and_ds<true>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T);
-            mma_pb<D, 1>(&dv, &s, Os, lane);
-            mma_pb<D, 1>(&dk, &dp, Qs, lane);
+            mma_pb<D>(dv, s, Os, lane);
+            mma_pb<D>(dk, dp, Qs, lane);
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
                 *reinterpret_cast<unsigned*>(dSs + (warp * 16 + g) * SD + nt * 8 + 2 * c) = pack_bf16(dp[nt][0], dp[nt][1]);
@@ -714,15 +596,11 @@ extern "C" __global__ void flash_dq_store(bf16* dqkv, const float* dqAcc, i64 ro
 #define FLASH(D)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) flash_forward_##D(bf16* out, float* lse, const bf16* qkv, int T,  \
                                                                         int H, int KVH, float scale) {                  \
-        flash_forward<D, false, 1>(out, lse, qkv, T, H, KVH, scale);                                                      \
+        flash_forward<D, false>(out, lse, qkv, T, H, KVH, scale);                                                      \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128) flash_forward_pipe_##D(bf16* out, float* lse, const bf16* qkv,    \
                                                                              int T, int H, int KVH, float scale) {      \
-        flash_forward<D, true, 1>(out, lse, qkv, T, H, KVH, scale);                                                    \
-    }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) flash_forward_pipe_rows128_##D(bf16* out, float* lse,             \
-            const bf16* qkv, int T, int H, int KVH, float scale) {                                                      \
-        flash_forward<D, true, 2>(out, lse, qkv, T, H, KVH, scale);                                                    \
+        flash_forward<D, true>(out, lse, qkv, T, H, KVH, scale);                                                       \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128) flash_backward_dq_##D(bf16* dqkv, const bf16* dout,              \
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
@@ -736,18 +614,10 @@ extern "C" __global__ void flash_dq_store(bf16* dqkv, const float* dqAcc, i64 ro
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
         flash_backward_dkv<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                          \
     }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_pipe_##D(bf16* dqkv, const bf16* dout,        \
-            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
-        flash_backward_dkv_pipe<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                     \
-    }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128) flash_backward_fused_##D(bf16* dqkv, float* dqAcc,               \
             const bf16* dout, const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH,             \
             float scale) {                                                                                              \
         flash_backward_fused<D>(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);                                 \
-    }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128, 4) flash_forward_pipe_occ4_##D(bf16* out, float* lse,            \
-            const bf16* qkv, int T, int H, int KVH, float scale) {                                                      \
-        flash_forward<D, true, 1>(out, lse, qkv, T, H, KVH, scale);                                                    \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(256) flash_delta_zero_##D(float* delta, float* dqAcc,                 \
             const bf16* dout, const bf16* out, i64 rows, int T, int H) {                                               \
