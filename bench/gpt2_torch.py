@@ -1,7 +1,7 @@
 """PyTorch reference for `frugal bench`: nanoGPT-style GPT-2 124M training steps (SDPA flash attention, fused AdamW,
 bf16 autocast, fp32 master weights), eager and torch.compile, on random tokens.
 
-    python3 bench/gpt2_torch.py --batch 16 --seq 1024 [--steps 20] [--modes eager,compile]
+    python3 bench/gpt2_torch.py --batch 16 --seq 1024 [--steps 20] [--modes eager,compile] [--profile]
 
 Prints one line per mode: median step time, tokens/s, MFU (6·N·tokens/s over 989 TFLOP/s) and peak memory."""
 import argparse, math, time
@@ -95,8 +95,32 @@ def bench(mode, args):
           f"(min {times[0] * 1e3:.2f}), {tok:,.0f} tokens/s, MFU {100 * 6 * n * tok / 989e12:.1f}% "
           f"(6N·tok/s = {6 * n * tok / 1e12:.1f} TFLOP/s), peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, "
           f"loss {loss.item():.4f}, wall {time.time() - t_start:.0f} s", flush=True)
+    if args.profile:
+        profile_kernels(mode, step, x, y)
     del model, opt, step_model
     torch.cuda.empty_cache()
+
+
+def profile_kernels(mode, step, x, y, steps=2):
+    """Prints the GPU kernels of `steps` more steps, by time per step (torch.profiler, CUDA activity only)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step(x, y)
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None)
+        if us is None:
+            us = e.self_cuda_time_total
+        if us > 0:
+            rows.append((us / steps, e.count / steps, e.key))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"torch {mode}: GPU kernels per step, {total / 1e3:.2f} ms in all")
+    for us, calls, name in rows[:40]:
+        print(f"  {us / 1e3:8.3f} ms {calls:6.0f} calls  {name[:150]}")
 
 
 if __name__ == "__main__":
@@ -106,6 +130,7 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--modes", default="eager,compile")
+    ap.add_argument("--profile", action="store_true", help="also print each mode's GPU kernels per step (torch.profiler)")
     ap.add_argument("--vocab", type=int, default=50257, help="50304: GPT-2's vocabulary padded to a multiple of 64, as nanoGPT")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -4,6 +4,7 @@ import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.lang.foreign.MemorySegment;
+import java.util.List;
 
 /**
  * The op set of a training step. Models call only these. Dimensions are passed explicitly (as llm.c does)
@@ -42,6 +43,11 @@ public interface Backend extends AutoCloseable {
     void download(Tensor src, MemorySegment host);
 
     void zero(Tensor t);
+
+    /** Zeroes every tensor of ts (one launch where the backend can: all the gradients of a model). */
+    default void zero(List<Tensor> ts) {
+        for (Tensor t : ts) zero(t);
+    }
 
     void copy(Tensor dst, Tensor src);
 
@@ -173,6 +179,28 @@ public interface Backend extends AutoCloseable {
         download(hyper.slice(0, 2), MemorySegment.ofArray(h));
         adamw(param, grad, m, v, n, h[0], beta1, beta2, eps, weightDecay, (int) h[1], normSquared, maxNorm);
         if (compute != null && compute != param) convert(compute, param, n);
+    }
+
+    /** out[0] = the sum of x² over every element of every tensor of xs (F32), overwriting out: a global gradient norm². */
+    default void sumOfSquares(Tensor out, List<Tensor> xs) {
+        if (xs.isEmpty()) zero(out.slice(0, 1));
+        for (int i = 0; i < xs.size(); i++) sumOfSquares(out, xs.get(i), xs.get(i).size(), i > 0);
+    }
+
+    /** One parameter's part in {@link #adamw(List, Tensor, float, float, float, Tensor, float)}. */
+    record AdamWTensors(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor compute, float weightDecay) {
+    }
+
+    /**
+     * The {@code hyper} overload of adamw over many parameters at once (one launch where the backend can), each with
+     * its own weight decay and compute copy.
+     */
+    default void adamw(List<AdamWTensors> params, Tensor hyper, float beta1, float beta2, float eps, Tensor normSquared,
+                       float maxNorm) {
+        for (AdamWTensors p : params) {
+            adamw(p.param(), p.grad(), p.m(), p.v(), p.compute(), p.param().size(), hyper, beta1, beta2, eps, p.weightDecay(),
+                    normSquared, maxNorm);
+        }
     }
 
     // ---- graphs

@@ -4,6 +4,7 @@ import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.lang.foreign.MemorySegment;
+import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 
@@ -120,6 +121,13 @@ public final class ProfilingBackend implements Backend {
         long t0 = start();
         inner.zero(t);
         stop("zero", t0, 0);
+    }
+
+    @Override
+    public void zero(List<Tensor> ts) {
+        long t0 = start();
+        inner.zero(ts);
+        stop("zero (all gradients)", t0, 0);
     }
 
     @Override
@@ -274,6 +282,21 @@ public final class ProfilingBackend implements Backend {
         long t = start();
         inner.adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, step, normSquared, maxNorm);
         stop("adamw", t, 0);
+    }
+
+    @Override
+    public void sumOfSquares(Tensor out, List<Tensor> xs) {
+        long t = start();
+        inner.sumOfSquares(out, xs);
+        stop("grad norm (all gradients)", t, 0);
+    }
+
+    @Override
+    public void adamw(List<AdamWTensors> params, Tensor hyper, float beta1, float beta2, float eps, Tensor normSquared,
+                      float maxNorm) {
+        long t = start();
+        inner.adamw(params, hyper, beta1, beta2, eps, normSquared, maxNorm);
+        stop("adamw (all parameters)", t, 0);
     }
 
     @Override

@@ -12,6 +12,7 @@ import java.util.List;
 public final class Params {
     private final Backend backend;
     private final List<Param> all = new ArrayList<>();
+    private final List<Tensor> grads = new ArrayList<>();
     private boolean computeStale = true;
 
     public Params(Backend backend) {
@@ -40,6 +41,7 @@ public final class Params {
         Tensor compute = shape.length >= 2 && computeType != DType.F32 ? backend.allocate(computeType, shape) : value;
         Param p = new Param(name, value, grad, shape.length >= 2, List.copyOf(parts), hfTransposed, compute);
         all.add(p);
+        grads.add(grad);
         return p;
     }
 
@@ -77,7 +79,8 @@ public final class Params {
         return all.stream().filter(p -> p.compute() != p.value()).mapToLong(p -> p.compute().byteSize()).sum();
     }
 
+    /** Zeroes every gradient (one multi-tensor op where the backend has one). */
     public void zeroGrad() {
-        for (Param p : all) backend.zero(p.grad());
+        backend.zero(grads);
     }
 }

@@ -20,9 +20,11 @@ import java.util.List;
  */
 public final class AdamW {
     private final Backend ops;
-    private final Params params;
     private final List<Tensor> firstMoments = new ArrayList<>();
     private final List<Tensor> secondMoments = new ArrayList<>();
+    /** Every parameter's tensors, for the one multi-tensor update; the gradients, for the one global norm. */
+    private final List<Backend.AdamWTensors> slots = new ArrayList<>();
+    private final List<Tensor> grads = new ArrayList<>();
     private final Tensor normSquared;
     private final Tensor hyper;
     private final float beta1;
@@ -33,14 +35,16 @@ public final class AdamW {
 
     public AdamW(Backend ops, Params params, float beta1, float beta2, float eps, float weightDecay) {
         this.ops = ops;
-        this.params = params;
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
         this.weightDecay = weightDecay;
         for (Param p : params.all()) {
-            firstMoments.add(ops.allocate(DType.F32, p.value().shape()));
-            secondMoments.add(ops.allocate(DType.F32, p.value().shape()));
+            Tensor m = ops.allocate(DType.F32, p.value().shape()), v = ops.allocate(DType.F32, p.value().shape());
+            firstMoments.add(m);
+            secondMoments.add(v);
+            slots.add(new Backend.AdamWTensors(p.value(), p.grad(), m, v, p.compute(), p.weightDecay() ? weightDecay : 0f));
+            grads.add(p.grad());
         }
         normSquared = ops.allocate(DType.F32, 1);
         hyper = ops.allocate(DType.F32, 2);
@@ -64,18 +68,13 @@ public final class AdamW {
         }
     }
 
-    /** The device half of a step: gradient norm, then AdamW on every parameter. Queues ops only (capturable). */
+    /**
+     * The device half of a step: the global gradient norm, then AdamW on every parameter, each as one multi-tensor op.
+     * Queues ops only (capturable).
+     */
     public void update(float maxNorm) {
-        List<Param> all = params.all();
-        for (int i = 0; i < all.size(); i++) {
-            Tensor g = all.get(i).grad();
-            ops.sumOfSquares(normSquared, g, g.size(), i > 0);
-        }
-        for (int i = 0; i < all.size(); i++) {
-            Param p = all.get(i);
-            ops.adamw(p.value(), p.grad(), firstMoments.get(i), secondMoments.get(i), p.compute(), p.value().size(), hyper,
-                    beta1, beta2, eps, p.weightDecay() ? weightDecay : 0f, maxNorm > 0 ? normSquared : null, maxNorm);
-        }
+        ops.sumOfSquares(normSquared, grads);
+        ops.adamw(slots, hyper, beta1, beta2, eps, maxNorm > 0 ? normSquared : null, maxNorm);
     }
 
     /** The pre-clip global gradient norm of the last update (waits for it). */

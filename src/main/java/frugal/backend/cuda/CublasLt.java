@@ -144,16 +144,17 @@ final class CublasLt implements AutoCloseable {
 
     /**
      * out[m,n] = op(a)·op(b) (+ out when accumulate), all row-major device pointers. abType and cType are
-     * cudaDataType_t values, computeType a cublasComputeType_t; alpha and beta are fp32.
+     * cudaDataType_t values, computeType a cublasComputeType_t; alpha and beta are fp32. {@code tune}: a new shape may
+     * time the heuristic's candidates (false while a graph is being captured).
      */
     void matmul(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
-                int abType, int cType, int computeType) {
-        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType);
+                int abType, int cType, int computeType, boolean tune) {
+        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType, tune);
     }
 
     /**
-     * Whether a plan with the bias epilogue (fp32 bias added to every row of out) exists for this shape; false when
-     * cuBLASLt has none (the caller then adds the bias itself).
+     * Whether a plan with the bias epilogue (a bias of out's type added to every row of out) exists for this shape;
+     * false when cuBLASLt has none (the caller then adds the bias itself).
      */
     boolean supportsBias(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, int abType,
                          int cType, int computeType) {
@@ -161,7 +162,7 @@ final class CublasLt implements AutoCloseable {
         if (plans.containsKey(key)) return true;
         if (noBias.contains(key)) return false;
         try {
-            plans.put(key, plan(key));
+            candidates(key).close();
             return true;
         } catch (FrugalException e) {
             noBias.add(key);
@@ -171,28 +172,126 @@ final class CublasLt implements AutoCloseable {
 
     private final java.util.Set<PlanKey> noBias = new java.util.HashSet<>();
 
-    /** As above, with bias (a device pointer to n floats, 0 for none) added to each row of out in the epilogue. */
+    /** As above, with bias (a device pointer to n elements of cType, 0 for none) added to each row of out in the epilogue. */
     void matmul(long out, long a, long b, long bias, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
-                int abType, int cType, int computeType) {
+                int abType, int cType, int computeType, boolean tune) {
         if (m == 0 || n == 0) return;
         PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out),
                 bias != 0);
-        Plan plan = plans.computeIfAbsent(key, this::plan);
-        if (bias != 0) {
-            biasPointer.set(JAVA_LONG, 0, bias);
-            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        Plan plan = plans.get(key);
+        if (plan == null) {
+            plan = plan(key, tune ? new Operands(out, a, b, bias, accumulate) : null);
+            plans.put(key, plan);
         }
-        int r = invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
-                MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
-                plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, plan.algo == null ? MemorySegment.NULL : plan.algo,
-                MemorySegment.ofAddress(workspace), WORKSPACE_BYTES, stream);
+        int r = run(plan, plan.algo, out, a, b, bias, accumulate);
         if (r != 0) {
             throw new FrugalException("cublasLtMatmul(m=" + m + ", n=" + n + ", k=" + k + ", transA=" + transA + ", transB="
                     + transB + ") failed: " + statusText(r));
         }
     }
 
-    private Plan plan(PlanKey key) {
+    private int run(Plan plan, MemorySegment algo, long out, long a, long b, long bias, boolean accumulate) {
+        if (bias != 0) {
+            biasPointer.set(JAVA_LONG, 0, bias);
+            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        }
+        return invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
+                MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
+                plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, algo, MemorySegment.ofAddress(workspace),
+                WORKSPACE_BYTES, stream);
+    }
+
+    /** The device pointers of the call that creates a plan, for timing its candidates. */
+    private record Operands(long out, long a, long b, long bias, boolean accumulate) {
+    }
+
+    /** Descriptors and the heuristic's candidate algorithms (best first, by its estimate) for one key. */
+    private record Candidates(MemorySegment desc, MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutC,
+                              java.util.List<MemorySegment> algos, Runnable destroy) implements AutoCloseable {
+        @Override
+        public void close() {
+            destroy.run();
+        }
+    }
+
+    /**
+     * FRUGAL_CUDA_GEMM_CANDIDATES (default 8): how many of the heuristic's algorithms a new shape times, keeping the
+     * fastest; 1 keeps the heuristic's first choice untimed.
+     */
+    static final int TUNE_CANDIDATES = Integer.parseInt(System.getenv().getOrDefault("FRUGAL_CUDA_GEMM_CANDIDATES", "8"));
+    /** FRUGAL_CUDA_GEMM_LOG=1 prints each new shape's candidates and their times (stderr). */
+    private static final boolean TUNE_LOG = "1".equals(System.getenv("FRUGAL_CUDA_GEMM_LOG"));
+
+    private Plan plan(PlanKey key, Operands operands) {
+        Candidates c = candidates(key);
+        MemorySegment best = c.algos.getFirst();
+        if (operands != null && c.algos.size() > 1) best = fastest(key, c, operands);
+        return new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, best);
+    }
+
+    /**
+     * Times every candidate on the call's operands and returns the fastest: after a few untimed runs (clocks up, caches
+     * warm), 5 rounds that each time every candidate over 2 back-to-back runs between events, so that drift affects
+     * all alike; a candidate's time is its median round. Another than the heuristic's first is taken only when at least
+     * 3% faster (the timings of close candidates move by about that much between calls). An accumulating product writes
+     * to a scratch buffer instead (so that it is not applied many times); any other writes its real output, which the
+     * call then overwrites.
+     */
+    private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
+        Plan plan = new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, null);
+        long bytes = (long) key.m * key.n * (key.cType == CUDA_R_32F ? 4 : 2) + 256;
+        long scratch = op.accumulate ? cu.malloc(bytes) : 0;
+        long out = op.accumulate ? scratch + (op.out & 255) : op.out; // same alignment as the real output, as the plan assumes
+        MemorySegment start = cu.eventCreate(), end = cu.eventCreate();
+        try {
+            if (op.accumulate) cu.memsetD8(scratch, (byte) 0, bytes, stream);
+            java.util.List<MemorySegment> runnable = new java.util.ArrayList<>();
+            for (MemorySegment algo : c.algos) {
+                if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) == 0) runnable.add(algo);
+            }
+            if (runnable.isEmpty()) return c.algos.getFirst();
+            for (int r = 0; r < 3; r++) run(plan, runnable.getFirst(), out, op.a, op.b, op.bias, op.accumulate);
+            float[][] ms = new float[runnable.size()][5];
+            for (int round = 0; round < 5; round++) {
+                for (int i = 0; i < runnable.size(); i++) {
+                    cu.eventRecord(start, stream);
+                    for (int r = 0; r < 2; r++) run(plan, runnable.get(i), out, op.a, op.b, op.bias, op.accumulate);
+                    cu.eventRecord(end, stream);
+                    ms[i][round] = cu.eventElapsed(start, end) / 2;
+                }
+            }
+            StringBuilder log = new StringBuilder();
+            float firstMs = Float.MAX_VALUE, bestMs = Float.MAX_VALUE;
+            MemorySegment best = runnable.getFirst();
+            for (int i = 0; i < runnable.size(); i++) {
+                java.util.Arrays.sort(ms[i]);
+                float median = ms[i][2];
+                if (TUNE_LOG) log.append(String.format(" %d:%.4f", i, median));
+                if (i == 0) firstMs = bestMs = median;
+                else if (median < bestMs && median < 0.97f * firstMs) {
+                    bestMs = median;
+                    best = runnable.get(i);
+                }
+            }
+            if (TUNE_LOG) {
+                System.err.printf("gemm m=%d n=%d k=%d %s%s %s->%s bias=%b acc=%b: ms by candidate%s; picked %.4f (%.0f TFLOP/s)%n",
+                        key.m, key.n, key.k, key.transA ? "T" : "N", key.transB ? "T" : "N", typeName(key.abType),
+                        typeName(key.cType), key.bias, op.accumulate, log, bestMs, 2.0 * key.m * key.n * key.k / bestMs / 1e9);
+            }
+            return best;
+        } finally {
+            cu.streamSynchronize(stream);
+            cu.eventDestroy(start);
+            cu.eventDestroy(end);
+            if (op.accumulate) cu.free(scratch);
+        }
+    }
+
+    private static String typeName(int type) {
+        return type == CUDA_R_32F ? "f32" : type == CUDA_R_16BF ? "bf16" : String.valueOf(type);
+    }
+
+    private Candidates candidates(PlanKey key) {
         MemorySegment p = arena.allocate(ADDRESS);
         check("cublasLtMatmulDescCreate", invoke(descCreate, p, key.computeType, CUDA_R_32F));
         MemorySegment desc = p.get(ADDRESS, 0);
@@ -202,14 +301,19 @@ final class CublasLt implements AutoCloseable {
         setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
         if (key.bias) {
             setInt(desc, DESC_EPILOGUE, EPILOGUE_BIAS);
-            setInt(desc, DESC_BIAS_DATA_TYPE, CUDA_R_32F);
+            setInt(desc, DESC_BIAS_DATA_TYPE, key.cType); // cuBLASLt takes a bias of the output's type (not fp32 for bf16)
             biasPointer.set(JAVA_LONG, 0, 256L); // a placeholder for the heuristic; the real one is set per call
             check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, desc, DESC_BIAS_POINTER, biasPointer, 8L));
         }
         MemorySegment layoutA = key.transB ? layout(key.abType, key.k, key.n, key.k) : layout(key.abType, key.n, key.k, key.n);
         MemorySegment layoutB = key.transA ? layout(key.abType, key.m, key.k, key.m) : layout(key.abType, key.k, key.m, key.k);
         MemorySegment layoutC = layout(key.cType, key.n, key.m, key.n);
-        MemorySegment algo = null;
+        Runnable destroy = () -> {
+            invoke(descDestroy, desc);
+            invoke(layoutDestroy, layoutA);
+            invoke(layoutDestroy, layoutB);
+            invoke(layoutDestroy, layoutC);
+        };
         check("cublasLtMatmulPreferenceCreate", invoke(prefCreate, p));
         MemorySegment pref = p.get(ADDRESS, 0);
         try {
@@ -218,23 +322,32 @@ final class CublasLt implements AutoCloseable {
             setPref(pref, PREF_MIN_ALIGNMENT_B_BYTES, arena.allocateFrom(JAVA_INT, key.alignB), 4);
             setPref(pref, PREF_MIN_ALIGNMENT_C_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
             setPref(pref, PREF_MIN_ALIGNMENT_D_BYTES, arena.allocateFrom(JAVA_INT, key.alignC), 4);
-            MemorySegment results = arena.allocate(HEURISTIC_RESULT_BYTES * 2, 16);
+            int requested = Math.max(1, TUNE_CANDIDATES);
+            MemorySegment results = arena.allocate(HEURISTIC_RESULT_BYTES * requested, 16);
             MemorySegment count = arena.allocate(JAVA_INT);
-            int r = invoke(heuristic, handle, desc, layoutA, layoutB, layoutC, layoutC, pref, 1, results, count);
-            if (r == 0 && count.get(JAVA_INT, 0) > 0 && results.get(JAVA_INT, ALGO_BYTES + 8) == 0) {
-                algo = arena.allocate(ALGO_BYTES, 16);
-                algo.copyFrom(results.asSlice(0, ALGO_BYTES));
-            } else if (r != 0) {
+            int r = invoke(heuristic, handle, desc, layoutA, layoutB, layoutC, layoutC, pref, requested, results, count);
+            if (r != 0) {
+                destroy.run();
                 throw new FrugalException("cublasLtMatmulAlgoGetHeuristic(m=" + key.m + ", n=" + key.n + ", k=" + key.k
                         + ") failed: " + statusText(r));
-            } else {
+            }
+            java.util.List<MemorySegment> algos = new java.util.ArrayList<>();
+            for (int i = 0; i < count.get(JAVA_INT, 0); i++) {
+                MemorySegment result = results.asSlice(i * HEURISTIC_RESULT_BYTES, HEURISTIC_RESULT_BYTES);
+                if (result.get(JAVA_INT, ALGO_BYTES + 8) != 0) continue; // this candidate's state is not CUBLAS_STATUS_SUCCESS
+                MemorySegment algo = arena.allocate(ALGO_BYTES, 16);
+                algo.copyFrom(result.asSlice(0, ALGO_BYTES));
+                algos.add(algo);
+            }
+            if (algos.isEmpty()) {
+                destroy.run();
                 throw new FrugalException("cublasLtMatmulAlgoGetHeuristic found no algorithm for m=" + key.m + ", n=" + key.n
                         + ", k=" + key.k + " with alignments " + key.alignA + "/" + key.alignB + "/" + key.alignC + " bytes");
             }
+            return new Candidates(desc, layoutA, layoutB, layoutC, algos, destroy);
         } finally {
             invoke(prefDestroy, pref);
         }
-        return new Plan(desc, layoutA, layoutB, layoutC, algo);
     }
 
     private void setInt(MemorySegment desc, int attribute, int value) {

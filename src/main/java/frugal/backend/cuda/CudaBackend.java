@@ -7,7 +7,11 @@ import frugal.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -453,7 +457,7 @@ public final class CudaBackend implements Backend {
         }
         int compute = abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
         blas.matmul(out.data().address(), a.data().address(), b.data().address(), m, n, k, transA, transB, accumulate,
-                abType, cType, compute);
+                abType, cType, compute, !capturing);
     }
 
     @Override
@@ -475,8 +479,13 @@ public final class CudaBackend implements Backend {
             Backend.super.linearForward(out, a, b, bias, m, n, k);
             return;
         }
-        blas.matmul(out.data().address(), a.data().address(), b.data().address(), bias.data().address(), m, n, k, false, true,
-                false, abType, cType, compute);
+        Tensor epilogueBias = bias;
+        if (out.dtype() != DType.F32) { // the epilogue adds a bias of the output's type: round the fp32 bias to bf16 first
+            epilogueBias = new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
+            convert(epilogueBias, bias, n);
+        }
+        blas.matmul(out.data().address(), a.data().address(), b.data().address(), epilogueBias.data().address(), m, n, k, false,
+                true, false, abType, cType, compute, !capturing);
     }
 
     @Override
@@ -497,12 +506,15 @@ public final class CudaBackend implements Backend {
         need("biasBackward", "dout", dout, (long) rows * cols);
         need("biasBackward", "dbias", dbias, cols);
         if (rows == 0 || cols == 0) return;
-        int colBlocks = (cols + 31) / 32;
+        int perPack = t.equals("bf16") ? 8 : 4;
+        boolean packed = cols % perPack == 0 && aligned16(dout);
+        int colBlocks = packed ? (cols / perPack + 31) / 32 : (cols + 31) / 32;
         // enough row chunks to fill the device about four times over, at least 64 rows each
         int rowChunks = Math.max(1, Math.min((rows + 63) / 64, Math.max(1, smCount * 4 / colBlocks)));
         int rowsPerBlock = (rows + rowChunks - 1) / rowChunks;
         rowChunks = (rows + rowsPerBlock - 1) / rowsPerBlock;
-        kernels.launch(ELEMENTWISE, "bias_backward_" + t, colBlocks, rowChunks, 1, 32, 8, 1, 0, dbias, dout, rows, cols, rowsPerBlock);
+        kernels.launch(ELEMENTWISE, (packed ? "bias_backward_packed_" : "bias_backward_") + t, colBlocks, rowChunks, 1, 32, 8, 1, 0,
+                dbias, dout, rows, cols, rowsPerBlock);
     }
 
     // ---- normalization
@@ -516,6 +528,12 @@ public final class CudaBackend implements Backend {
         need("layerNormForward", "x", x, (long) rows * cols);
         need("layerNormForward", "out", out, (long) rows * cols);
         if (rows == 0) return;
+        int perPack = t.equals("bf16") ? 8 : 4, lanePacks = (cols / perPack + 31) / 32;
+        if (cols % perPack == 0 && lanePacks <= 4 && aligned16(out, x, weight, bias)) { // a warp per row, the row in registers
+            kernels.launch(NORMS, "layernorm_forward_packed_" + t + "_" + lanePacks, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
+                    out, mean, rstd, x, weight, bias, rows, cols, eps);
+            return;
+        }
         if (cols <= 2048) { // a warp per row
             kernels.launch(NORMS, "layernorm_forward_warp_" + t, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
                     out, mean, rstd, x, weight, bias, rows, cols, eps);
@@ -533,6 +551,12 @@ public final class CudaBackend implements Backend {
         f32("layerNormBackward", dweight, dbias, weight, mean, rstd);
         need("layerNormBackward", "dx", dx, (long) rows * cols);
         if (rows == 0) return;
+        int perPack = t.equals("bf16") ? 8 : 4, lanePacks = (cols / perPack + 31) / 32;
+        if (cols % perPack == 0 && lanePacks <= 4 && aligned16(dx, dout, x, weight)) { // a warp per row, rows in registers
+            kernels.launch(NORMS, "layernorm_backward_packed_" + t + "_" + lanePacks, Math.min((rows + 7) / 8, smCount * 2), 1, 1,
+                    256, 1, 1, 2 * cols * 4, dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+            return;
+        }
         if (cols <= 4096) { // a warp per row; a block's column sums in shared memory
             kernels.launch(NORMS, "layernorm_backward_warp_" + t, Math.min((rows + 7) / 8, smCount * 8), 1, 1, 256, 1, 1,
                     2 * cols * 4, dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
@@ -630,6 +654,11 @@ public final class CudaBackend implements Backend {
 
     /** FRUGAL_CUDA_FLASH_PIPE=0: flash kernels without the cp.async double buffering of key/value tiles. */
     private static final boolean FLASH_PIPE = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_PIPE"));
+    /**
+     * FRUGAL_CUDA_FLASH_FUSED=0: attention backward as two passes (a dq kernel, a dk/dv kernel; deterministic) instead
+     * of one pass that adds dq up with fp32 atomics.
+     */
+    private static final boolean FLASH_FUSED = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_FUSED"));
 
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
@@ -673,16 +702,31 @@ public final class CudaBackend implements Backend {
         int dp = headDim + 1;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long rows = (long) batch * seq * nHead;
-        Tensor delta = scratchTensor(rows * 4);
+        long deltaBytes = (rows * 4 + 255) & ~255L;
+        boolean fused = FLASH_PIPE && FLASH_FUSED && flash(t, headDim, dqkv, dout, out, qkv)
+                && deltaBytes + rows * headDim * 4 < Integer.MAX_VALUE;
+        long dqAccBytes = fused ? rows * headDim * 4 : 0;
+        Tensor delta = scratchTensor(deltaBytes + dqAccBytes);
+        if (fused) { // dq, dk, dv in one pass; dq accumulated in fp32 (atomics) in the scratch after delta
+            Tensor dqAcc = new Tensor(MemorySegment.ofAddress(delta.data().address() + deltaBytes).reinterpret(dqAccBytes),
+                    DType.F32, (int) (rows * headDim));
+            kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
+                    delta, dqAcc, dout, out, rows, seq, nHead);
+            kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
+                    flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            int qWidth = nHead * headDim;
+            elementwise(FLASH, "flash_dq_store", (long) batch * seq * qWidth / 8, dqkv, dqAcc, (long) batch * seq, qWidth,
+                    (nHead + 2 * nKvHead) * headDim, scale);
+            return;
+        }
         kernels.launch(ATTENTION, "attention_delta_" + t, (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
                 32 * ATTENTION_WARPS, 1, 1, 0, delta, dout, out, batch, seq, nHead, headDim);
         if (flash(t, headDim, dqkv, dout, qkv)) {
             int tiles = (seq + 63) / 64;
             kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dq_pipe_" : "flash_backward_dq_") + headDim, tiles, nHead, batch,
                     128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, 0), dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            kernels.launch(FLASH, (FLASH_PIPE ? "flash_backward_dkv_pipe_" : "flash_backward_dkv_") + headDim, tiles, nKvHead,
-                    batch, 128, 1, 1, flashShared(headDim, FLASH_PIPE ? 6 : 4, FLASH_PIPE ? 256 : 128), dqkv, dout, lse, delta,
-                    qkv, seq, nHead, nKvHead, scale);
+            kernels.launch(FLASH, "flash_backward_dkv_" + headDim, tiles, nKvHead, batch, 128, 1, 1, flashShared(headDim, 4, 128),
+                    dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
             return;
         }
         int qBlocks = (seq + ATTENTION_WARPS - 1) / ATTENTION_WARPS;
@@ -732,9 +776,23 @@ public final class CudaBackend implements Backend {
         need("crossEntropy", "logits", logits, (long) rows * vocab);
         need("crossEntropy", "targets", targets, rows);
         if (rows == 0) return;
+        if (t.equals("bf16") && vocab > 0 && vocab % 8 == 0 && aligned16(logits) && (dlogits == null || aligned16(dlogits))) {
+            int packs = vocab / 8;
+            for (int[] kernel : PACKED_CROSS_ENTROPY) { // {packs per thread, most threads}
+                if (packs <= kernel[0] * kernel[1]) {
+                    int threads = ((packs + kernel[0] - 1) / kernel[0] + 31) / 32 * 32;
+                    kernels.launch(LOSS, "cross_entropy_packed_" + kernel[0], rows, 1, 1, threads, 1, 1, 0,
+                            losses, dlogits, logits, targets, vocab, gradScale);
+                    return;
+                }
+            }
+        }
         kernels.launch(LOSS, "cross_entropy_" + t, rows, 1, 1, vocab >= 4096 ? 1024 : 256, 1, 1, 0,
                 losses, dlogits, logits, targets, rows, vocab, gradScale);
     }
+
+    /** loss.cu's cross_entropy_packed_P kernels: {P (16-byte packs per thread), their launch bound}. */
+    private static final int[][] PACKED_CROSS_ENTROPY = {{1, 1024}, {4, 1024}, {8, 800}};
 
     // ---- optimizer
 
@@ -774,6 +832,129 @@ public final class CudaBackend implements Backend {
         }
         elementwise(OPTIM, "adamw_hyper_f32", n, param, grad, m, v, copy, n, hyper, beta1, beta2, eps, weightDecay,
                 normSquared, maxNorm);
+    }
+
+    // ---- multi-tensor ops: one block per chunk of one tensor, over a chunk table built once per tensor list
+
+    private static final long CHUNK_ELEMENTS = 1 << 16;
+    /** Bytes of one entry of optim.cu's Chunk {x, n} and AdamWChunk {param, grad, m, v, compute, n, weightDecay}. */
+    private static final int CHUNK_BYTES = 16, ADAMW_CHUNK_BYTES = 56;
+
+    /** What a chunk table covers: its kind and the addresses, sizes and weight decays of its tensors, in order. */
+    private record ChunkTableKey(String kind, List<Number> fields) {
+    }
+
+    private final Map<ChunkTableKey, Tensor> chunkTables = new HashMap<>();
+
+    /**
+     * The device table of {@code entryBytes}-byte chunk entries for key, built by {@code fill} (once; tables are kept,
+     * as the tensor lists of a model are few and fixed); null if it is missing while a graph is being captured.
+     */
+    private Tensor chunkTable(ChunkTableKey key, int entryBytes, List<Tensor> ts, ChunkWriter fill) {
+        Tensor table = chunkTables.get(key);
+        if (table != null || capturing) return table;
+        long chunks = 0;
+        for (Tensor t : ts) chunks += (t.size() + CHUNK_ELEMENTS - 1) / CHUNK_ELEMENTS;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(Math.max(1, chunks) * entryBytes, 8);
+            long entry = 0;
+            for (int i = 0; i < ts.size(); i++) {
+                for (long off = 0; off < ts.get(i).size(); off += CHUNK_ELEMENTS, entry++) {
+                    fill.write(host.asSlice(entry * entryBytes, entryBytes), i, off, Math.min(CHUNK_ELEMENTS, ts.get(i).size() - off));
+                }
+            }
+            table = allocate(DType.I8, (int) (Math.max(1, chunks) * entryBytes)).slice(0, (int) (chunks * entryBytes));
+            if (chunks > 0) upload(table, host);
+        }
+        chunkTables.put(key, table);
+        return table;
+    }
+
+    /** Writes the entry of tensor i's chunk of {@code n} elements at {@code offset} into {@code entry}. */
+    private interface ChunkWriter {
+        void write(MemorySegment entry, int i, long offset, long n);
+    }
+
+    private static ChunkTableKey chunkKey(String kind, List<Tensor> ts) {
+        List<Number> fields = new ArrayList<>(2 * ts.size());
+        for (Tensor t : ts) {
+            fields.add(t.data().address());
+            fields.add(t.size());
+        }
+        return new ChunkTableKey(kind, fields);
+    }
+
+    /** Chunks {x + offset, n} of F32 tensors; null if one is not F32 or while capturing a new list. */
+    private Tensor f32Chunks(List<Tensor> ts) {
+        for (Tensor t : ts) if (t.dtype() != DType.F32) return null;
+        return chunkTable(chunkKey("f32", ts), CHUNK_BYTES, ts, (entry, i, offset, n) -> {
+            entry.set(ValueLayout.JAVA_LONG, 0, ts.get(i).data().address() + 4 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 8, n);
+        });
+    }
+
+    @Override
+    public void zero(List<Tensor> ts) {
+        bind();
+        Tensor table = f32Chunks(ts);
+        if (table == null) {
+            Backend.super.zero(ts);
+            return;
+        }
+        kernels.launch(OPTIM, "zero_chunks_f32", (int) (table.size() / CHUNK_BYTES), 1, 1, 256, 1, 1, 0, table);
+    }
+
+    @Override
+    public void sumOfSquares(Tensor out, List<Tensor> xs) {
+        bind();
+        f32("sumOfSquares", out);
+        Tensor table = f32Chunks(xs);
+        if (table == null) {
+            Backend.super.sumOfSquares(out, xs);
+            return;
+        }
+        int chunks = (int) (table.size() / CHUNK_BYTES);
+        Tensor partials = scratchTensor(Math.max(1, chunks) * 8L);
+        kernels.launch(OPTIM, "sum_squares_chunks_f32", chunks, 1, 1, 256, 1, 1, 0, partials, table);
+        kernels.launch(OPTIM, "sum_squares_final_f32", 1, 1, 1, 1024, 1, 1, 0, out, partials, chunks, 0);
+    }
+
+    @Override
+    public void adamw(List<AdamWTensors> params, Tensor hyper, float beta1, float beta2, float eps, Tensor normSquared,
+                      float maxNorm) {
+        bind();
+        f32("adamw", hyper, normSquared);
+        List<Tensor> values = new ArrayList<>(params.size());
+        List<Number> fields = new ArrayList<>(6 * params.size());
+        for (AdamWTensors p : params) {
+            f32("adamw", p.param(), p.grad(), p.m(), p.v());
+            Tensor copy = p.compute() == p.param() ? null : p.compute();
+            if (copy != null && copy.dtype() != DType.BF16) {
+                Backend.super.adamw(params, hyper, beta1, beta2, eps, normSquared, maxNorm);
+                return;
+            }
+            values.add(p.param());
+            for (Tensor t : new Tensor[]{p.param(), p.grad(), p.m(), p.v(), copy}) fields.add(t == null ? 0L : t.data().address());
+            fields.add(p.param().size());
+            fields.add(p.weightDecay());
+        }
+        Tensor table = chunkTable(new ChunkTableKey("adamw", fields), ADAMW_CHUNK_BYTES, values, (entry, i, offset, n) -> {
+            AdamWTensors p = params.get(i);
+            Tensor copy = p.compute() == p.param() ? null : p.compute();
+            entry.set(ValueLayout.JAVA_LONG, 0, p.param().data().address() + 4 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 8, p.grad().data().address() + 4 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 16, p.m().data().address() + 4 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 24, p.v().data().address() + 4 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 32, copy == null ? 0L : copy.data().address() + 2 * offset);
+            entry.set(ValueLayout.JAVA_LONG, 40, n);
+            entry.set(ValueLayout.JAVA_FLOAT, 48, p.weightDecay());
+        });
+        if (table == null) {
+            Backend.super.adamw(params, hyper, beta1, beta2, eps, normSquared, maxNorm);
+            return;
+        }
+        kernels.launch(OPTIM, "adamw_chunks_f32", (int) (table.size() / ADAMW_CHUNK_BYTES), 1, 1, 256, 1, 1, 0, table, hyper,
+                beta1, beta2, eps, normSquared, maxNorm);
     }
 
     @Override

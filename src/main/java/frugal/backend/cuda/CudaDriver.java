@@ -9,6 +9,7 @@ import java.lang.invoke.MethodHandle;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
@@ -37,7 +38,8 @@ final class CudaDriver {
             cuMemcpyDtoDAsync, cuMemsetD8Async, cuModuleLoadData, cuModuleUnload, cuModuleGetFunction,
             cuFuncSetAttribute, cuLaunchKernel, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
             cuGetErrorString, cuGetErrorName, cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate,
-            cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy;
+            cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy, cuEventCreate, cuEventRecord, cuEventSynchronize,
+            cuEventElapsedTime, cuEventDestroy;
 
     private CudaDriver(NativeLibs.Lib lib) {
         this.lib = lib;
@@ -75,6 +77,11 @@ final class CudaDriver {
         cuGraphLaunch = lib.fn("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         cuGraphExecDestroy = lib.fn("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         cuGraphDestroy = lib.fn("cuGraphDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuEventCreate = lib.fn("cuEventCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuEventRecord = lib.fn("cuEventRecord", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuEventSynchronize = lib.fn("cuEventSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuEventElapsedTime = lib.fn("cuEventElapsedTime_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+        cuEventDestroy = lib.fn("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS));
     }
 
     /** Loads libcuda and runs cuInit(0) once per process. */
@@ -331,5 +338,33 @@ final class CudaDriver {
 
     void graphDestroy(MemorySegment graph) {
         call("cuGraphDestroy", cuGraphDestroy, graph);
+    }
+
+    // ---- events (cuda.h: CU_EVENT_DEFAULT = 0, timing enabled)
+
+    MemorySegment eventCreate() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(ADDRESS);
+            call("cuEventCreate", cuEventCreate, v, 0);
+            return v.get(ADDRESS, 0);
+        }
+    }
+
+    void eventRecord(MemorySegment event, MemorySegment stream) {
+        call("cuEventRecord", cuEventRecord, event, stream);
+    }
+
+    /** Milliseconds between two recorded events (waits for the second). */
+    float eventElapsed(MemorySegment start, MemorySegment end) {
+        call("cuEventSynchronize", cuEventSynchronize, end);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment v = arena.allocate(JAVA_FLOAT);
+            call("cuEventElapsedTime_v2", cuEventElapsedTime, v, start, end);
+            return v.get(JAVA_FLOAT, 0);
+        }
+    }
+
+    void eventDestroy(MemorySegment event) {
+        call("cuEventDestroy_v2", cuEventDestroy, event);
     }
 }

@@ -117,14 +117,78 @@ public final class CudaOpsBench {
         for (String line : lines) System.out.println(line);
     }
 
+    /** A bf16 tensor of random values. */
+    private Tensor randomBf16(int... shape) {
+        Tensor f = random(shape), h = gpu.allocate(DType.BF16, shape);
+        gpu.convert(h, f, f.size());
+        gpu.release(f);
+        return h;
+    }
+
+    /**
+     * The bf16 matrix products of a GPT-2 124M step at batch 16 × 1024 (rows = 16384), each layout as the model
+     * issues it, plus the forward as NN (weight stored transposed) for comparison.
+     */
+    private void gemms() {
+        int rows = 16 * 1024, C = 768, V = 50304;
+        Tensor x = randomBf16(rows, 4 * C), dy = randomBf16(rows, 4 * C), y = randomBf16(rows, 4 * C), dx = randomBf16(rows, 4 * C);
+        Tensor w = randomBf16(4 * C, 4 * C), dw = random(4 * C, 4 * C), bias = random(4 * C);
+        for (int[] layer : new int[][]{{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}}) {
+            int out = layer[0], in = layer[1];
+            String shape = rows + "x" + out + "x" + in;
+            double flops = 2.0 * rows * out * in;
+            time("fwd NT + bias epilogue " + shape, flops, 0, () -> gpu.linearForward(y, x, w, bias, rows, out, in));
+            time("fwd NT " + shape, flops, 0, () -> gpu.matmul(y, x, w, rows, out, in, false, true, false));
+            time("fwd NT, then addBias " + shape, flops, 0, () -> {
+                gpu.matmul(y, x, w, rows, out, in, false, true, false);
+                gpu.addBias(y, bias, rows, out);
+            });
+            time("fwd NN (weight transposed) " + shape, flops, 0, () -> gpu.matmul(y, x, w, rows, out, in, false, false, false));
+            time("dX NN " + rows + "x" + in + "x" + out, flops, 0, () -> gpu.matmul(dx, dy, w, rows, in, out, false, false, false));
+            time("dW TN f32 acc " + out + "x" + in + "x" + rows, flops, 0, () -> gpu.matmul(dw, dy, x, out, in, rows, true, false, true));
+            time("biasBackward " + rows + "x" + out, 0, 2.0 * rows * out, () -> gpu.biasBackward(bias, dy, rows, out));
+        }
+        Tensor wte = randomBf16(V, C), logits = randomBf16(rows, V), dwte = random(V, C);
+        double flops = 2.0 * rows * V * C;
+        time("lm head fwd NT " + rows + "x" + V + "x" + C, flops, 0, () -> gpu.matmul(logits, x, wte, rows, V, C, false, true, false));
+        time("lm head dX NN " + rows + "x" + C + "x" + V, flops, 0, () -> gpu.matmul(dx, logits, wte, rows, C, V, false, false, false));
+        time("lm head dW TN f32 acc " + V + "x" + C + "x" + rows, flops, 0,
+                () -> gpu.matmul(dwte, logits, x, V, C, rows, true, false, true));
+        System.out.println("---- " + gpu.name() + ", bf16 GEMMs, FRUGAL_CUDA_GEMM_CANDIDATES=" + CublasLt.TUNE_CANDIDATES);
+        for (String line : lines) System.out.println(line);
+    }
+
+    /** bf16 flash attention forward and backward at GPT-2 124M's shape, batch 16 × 1024 (kernel variants by environment). */
+    private void attention() {
+        int B = 16, T = 1024, NH = 12, HD = 64, rows = B * T, C = NH * HD;
+        Tensor qkv = randomBf16(rows, 3 * C), out = randomBf16(rows, C), dout = randomBf16(rows, C), dqkv = randomBf16(rows, 3 * C);
+        Tensor lse = gpu.allocate(DType.F32, B, NH, T);
+        double flops = 4.0 * B * NH * T * (T + 1) / 2.0 * HD;
+        time("attentionForward B16 T1024 H12 D64", flops, 0, () -> gpu.attentionForward(out, lse, qkv, B, T, NH, NH, HD));
+        time("attentionBackward B16 T1024 H12 D64", 2.5 * flops, 0,
+                () -> gpu.attentionBackward(dqkv, dout, out, lse, qkv, B, T, NH, NH, HD));
+        System.out.println("---- " + gpu.name() + ", bf16 attention");
+        for (String line : lines) System.out.println(line);
+    }
+
+    /**
+     * {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16;
+     * {@code --attention}: its bf16 attention.
+     */
     public static void main(String[] args) {
         if (!CudaBackend.isAvailable()) {
             System.err.println("no CUDA: " + CudaBackend.unavailableReason());
             System.exit(1);
         }
-        boolean tf32 = args.length > 0 && args[0].equals("--tf32");
-        try (CudaBackend gpu = new CudaBackend(0, tf32)) {
-            new CudaOpsBench(gpu).run();
+        String mode = args.length > 0 ? args[0] : "";
+        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention");
+        try (CudaBackend gpu = new CudaBackend(0, mode.equals("--tf32"), bf16 ? DType.BF16 : DType.F32)) {
+            CudaOpsBench bench = new CudaOpsBench(gpu);
+            switch (mode) {
+                case "--gemm" -> bench.gemms();
+                case "--attention" -> bench.attention();
+                default -> bench.run();
+            }
         }
     }
 }

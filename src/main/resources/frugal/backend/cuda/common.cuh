@@ -99,3 +99,15 @@ template <> struct Pack<bf16> {
         *reinterpret_cast<uint4*>(p + i) = x;
     }
 };
+
+// A 16-byte pack as raw registers: 4 floats or 8 bf16.
+template <typename T> struct Raw;
+template <> struct Raw<float> { typedef float4 type; };
+template <> struct Raw<bf16> { typedef uint4 type; };
+
+// N floats (a multiple of 4) from a 16-byte aligned address, in 16-byte loads.
+template <int N>
+__device__ __forceinline__ void load_floats(float* v, const float* p) {
+#pragma unroll
+    for (int q = 0; q < N; q += 4) Pack<float>::load(v + q, p, q);
+}

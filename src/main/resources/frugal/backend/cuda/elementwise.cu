@@ -137,6 +137,41 @@ __device__ void bias_backward_k(float* dbias, const T* dout, int rows, int cols,
 #define BIAS_B(T, S) extern "C" __global__ void bias_backward_##S(float* dbias, const T* dout, int rows, int cols, int rowsPerBlock) { bias_backward_k<T>(dbias, dout, rows, cols, rowsPerBlock); }
 FOR_TYPES(BIAS_B)
 
+// bias_backward with 16-byte loads, for rows of whole packs (cols a multiple of Pack<T>::N, 16-byte aligned): block
+// (32, 8), each thread summing one pack of columns over every 8th row of the block's rows; 32 packs per block.
+template <typename T>
+__device__ void bias_backward_packed_k(float* dbias, const T* dout, int rows, int cols, int rowsPerBlock) {
+    constexpr int N = Pack<T>::N;
+    __shared__ float part[8][32 * N + 1];
+    int pack = blockIdx.x * 32 + threadIdx.x, packs = cols / N;
+    int r0 = blockIdx.y * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
+    float s[N];
+#pragma unroll
+    for (int e = 0; e < N; e++) s[e] = 0.f;
+    if (pack < packs) {
+#pragma unroll 4
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            float v[N];
+            Pack<T>::load(v, dout, (i64) r * cols + pack * N);
+#pragma unroll
+            for (int e = 0; e < N; e++) s[e] += v[e];
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < N; e++) part[threadIdx.y][threadIdx.x * N + e] = s[e];
+    __syncthreads();
+    // 256 threads add up the 8 row lanes of the block's 32·N columns
+    for (int j = threadIdx.y * 32 + threadIdx.x; j < 32 * N; j += 256) {
+        int c = blockIdx.x * 32 * N + j;
+        if (c >= cols) break;
+        float total = 0.f;
+        for (int y = 0; y < 8; y++) total += part[y][j];
+        atomicAdd(&dbias[c], total);
+    }
+}
+#define BIAS_BP(T, S) extern "C" __global__ void bias_backward_packed_##S(float* dbias, const T* dout, int rows, int cols, int rowsPerBlock) { bias_backward_packed_k<T>(dbias, dout, rows, cols, rowsPerBlock); }
+FOR_TYPES(BIAS_BP)
+
 // out[r,:] (+)= table[ids[r],:]; rows whose id is outside [0, tableRows) are left untouched.
 template <typename T>
 __device__ void embedding_forward_k(T* out, const float* table, const int* ids, int rows, int cols, i64 tableRows,

@@ -4,9 +4,12 @@
 // A block is 4 warps over a tile of 64 rows (16 per warp); keys (or queries) stream through shared memory in tiles
 // of 64 rows, padded by 8 elements so that ldmatrix reads are free of bank conflicts.
 //   forward:  grid (T/64, H, B), one query tile per block, online softmax in exp2 units.
-//   backward: delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu), then dq (grid (T/64, H, B), recomputes
-//             P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over the group's heads and query tiles);
-//             each output has one writer, no atomics.
+//   backward (default): delta and the zeroing of an fp32 dq buffer (flash_delta_zero), one pass over (key tile,
+//             query tile) pairs computing dk, dv and, by atomics, dq (flash_backward_fused; grid (T/64, KVH, B)), then
+//             dq into dqkv (flash_dq_store).
+//   backward (FRUGAL_CUDA_FLASH_FUSED=0, deterministic): delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu),
+//             then dq (grid (T/64, H, B), recomputes P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over
+//             the group's heads and query tiles); each output has one writer, no atomics.
 
 #define BM 64
 #define LOG2E 1.4426950408889634f
@@ -130,6 +133,30 @@ __device__ __forceinline__ void store_rows(bf16* base, i64 rowW, i64 off, int ro
     }
 }
 
+// exp2 with results below 2^-126 flushed to zero (one MUFU.EX2: softmax terms that small vanish in the sums anyway).
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// With MASK, the scores s of a warp's 16 rows × 64 keys from n0 whose key comes after the row (causal) or at or past T
+// become -inf. xA, xB: the row maxima of this lane's values (rows A = g, B = g + 8).
+template <bool MASK>
+__device__ __forceinline__ void mask_scores(float (*s)[4], int n0, int c, int rowA, int rowB, int T, float& xA, float& xB) {
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int key = n0 + nt * 8 + 2 * c + e;
+            if (MASK && !(key <= rowA && key < T)) s[nt][e] = -FRUGAL_INF;
+            if (MASK && !(key <= rowB && key < T)) s[nt][2 + e] = -FRUGAL_INF;
+            xA = fmaxf(xA, s[nt][e]);
+            xB = fmaxf(xB, s[nt][2 + e]);
+        }
+    }
+}
+
 template <int D, bool PIPE>
 __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
     constexpr int S = D + 8;
@@ -183,30 +210,19 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
         }
         float s[8][4];
         mma_abt<D>(s, qa, Ks, lane);
-        float xA = -FRUGAL_INF, xB = -FRUGAL_INF;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int key = n0 + nt * 8 + 2 * c + e;
-                float a = key <= rowA && key < T ? s[nt][e] * sl2 : -FRUGAL_INF;
-                float bb = key <= rowB && key < T ? s[nt][2 + e] * sl2 : -FRUGAL_INF;
-                s[nt][e] = a;
-                s[nt][2 + e] = bb;
-                xA = fmaxf(xA, a);
-                xB = fmaxf(xB, bb);
-            }
-        }
-        float nA = fmaxf(mA, quad_max(xA)), nB = fmaxf(mB, quad_max(xB));
+        float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
+        if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
+        else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
+        float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
         float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
-        float cA = exp2f(mA - uA), cB = exp2f(mB - uB);
+        float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
         lA *= cA;
         lB *= cB;
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                float pa = exp2f(s[nt][e] - uA), pb = exp2f(s[nt][2 + e] - uB);
+                float pa = exp2_ftz(fmaf(s[nt][e], sl2, -uA)), pb = exp2_ftz(fmaf(s[nt][2 + e], sl2, -uB));
                 s[nt][e] = pa;
                 s[nt][2 + e] = pb;
                 lA += pa;
@@ -384,17 +400,54 @@ __device__ void flash_backward_dkv(bf16* dqkv, const bf16* dout, const float* ls
     store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
 }
 
-// dk/dv with cp.async double buffering: the (head, query tile) items of the loop are flattened, and item i+1's Q,
-// dO, lse and delta load while item i computes. Shared: K, V, then two buffers of {Q, dO, lse[64], delta[64]}.
+// For a warp's 16 keys (rows A = g, B = g + 8) × 64 queries from q0: s (scores) becomes P, dp (dO·vᵀ) becomes
+// dS = P ∘ (dP − delta); Ls, Dl hold the queries' lse (natural log) and delta. With MASK, queries before the key (causal)
+// or at or past T get P = 0.
+template <bool MASK>
+__device__ __forceinline__ void probabilities_and_ds(float (*s)[4], float (*dp)[4], const float* Ls, const float* Dl, float sl2,
+                                                     int q0, int c, int keyA, int keyB, int T) {
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int qi = nt * 8 + 2 * c + e, q = q0 + qi;
+            float ls = Ls[qi] * LOG2E, dl = Dl[qi];
+            float pa = !MASK || (q >= keyA && q < T) ? exp2_ftz(fmaf(s[nt][e], sl2, -ls)) : 0.f;
+            float pb = !MASK || (q >= keyB && q < T) ? exp2_ftz(fmaf(s[nt][2 + e], sl2, -ls)) : 0.f;
+            s[nt][e] = pa;
+            s[nt][2 + e] = pb;
+            dp[nt][e] = pa * (dp[nt][e] - dl);
+            dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
+        }
+    }
+}
+
+// p[0] += x, p[1] += y atomically: one vector reduction on sm_90 and later, two before.
+__device__ __forceinline__ void add2(float* p, float x, float y) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(x), "f"(y) : "memory");
+#else
+    atomicAdd(p, x);
+    atomicAdd(p + 1, y);
+#endif
+}
+
+// dk/dv as flash_backward_dkv, and dq in the same pass (flash-attention 2's single backward kernel). The (head, query
+// tile) items of the loop are flattened and double-buffered with cp.async: item i+1's Q, dO, lse and delta load while
+// item i computes (shared: K, V, dS, then two buffers of {Q, dO, lse[64], delta[64]}). After dK and dV, each item's dS
+// (bf16, [64 keys][64 queries]) goes to shared memory and every warp computes dQ for 16 of the item's queries from it
+// and K, adding the fp32 result into dqAcc [B*T, H*D] (zeroed by flash_delta_zero) with vector atomics; flash_dq_store
+// then scales it into dqkv. S and dP are computed once per tile pair instead of once in each of two passes.
 template <int D>
-__device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const float* lse, const float* delta, const bf16* qkv,
-                                        int T, int H, int KVH, float scale) {
-    constexpr int S = D + 8;
+__device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
+                                     const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int S = D + 8, SD = BM + 8;
     constexpr int BUF = 2 * BM * S * 2 + 2 * BM * 4; // bytes of one buffer
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16* Ks = reinterpret_cast<bf16*>(smraw);
     bf16* Vs = Ks + BM * S;
-    unsigned char* bufs = smraw + 2 * BM * S * 2;
+    bf16* dSs = Vs + BM * S; // [key][query], row stride SD
+    unsigned char* bufs = reinterpret_cast<unsigned char*>(dSs + BM * SD);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
     int group = H / KVH;
@@ -451,31 +504,93 @@ __device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const floa
         bf16* Os = Qs + BM * S;
         float* Ls = reinterpret_cast<float*>(Os + BM * S);
         float* Dl = Ls + BM;
-        int q0 = k0 + (item % nq) * BM;
-        float s[8][4], dp[8][4];
-        mma_abt<D>(s, ka, Qs, lane);
-        mma_abt<D>(dp, va, Os, lane);
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        {
+            float s[8][4], dp[8][4];
+            mma_abt<D>(s, ka, Qs, lane);
+            mma_abt<D>(dp, va, Os, lane);
+            if (q0 >= k0 + BM && q0 + BM <= T) probabilities_and_ds<false>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T); // below the diagonal
+            else probabilities_and_ds<true>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T);
+            mma_pb<D>(dv, s, Os, lane);
+            mma_pb<D>(dk, dp, Qs, lane);
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int qi = nt * 8 + 2 * c + e, q = q0 + qi;
-                float ls = Ls[qi] * LOG2E, dl = Dl[qi];
-                float pa = q >= keyA && q < T ? exp2f(s[nt][e] * sl2 - ls) : 0.f;
-                float pb = q >= keyB && q < T ? exp2f(s[nt][2 + e] * sl2 - ls) : 0.f;
-                s[nt][e] = pa;
-                s[nt][2 + e] = pb;
-                dp[nt][e] = pa * (dp[nt][e] - dl);
-                dp[nt][2 + e] = pb * (dp[nt][2 + e] - dl);
+            for (int nt = 0; nt < 8; nt++) {
+                *reinterpret_cast<unsigned*>(dSs + (warp * 16 + g) * SD + nt * 8 + 2 * c) = pack_bf16(dp[nt][0], dp[nt][1]);
+                *reinterpret_cast<unsigned*>(dSs + (warp * 16 + g + 8) * SD + nt * 8 + 2 * c) = pack_bf16(dp[nt][2], dp[nt][3]);
             }
         }
-        mma_pb<D>(dv, s, Os, lane);
-        mma_pb<D>(dk, dp, Qs, lane);
-        __syncthreads(); // this buffer is refilled two items on
+        __syncthreads();
+        // dQ[this warp's 16 queries × D] = dSᵀ · K: A = dSᵀ by transposed ldmatrix of dSs, B = K from Ks as in mma_pb
+        float dq[D / 8][4];
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned a[4];
+            ldsm_x4_t(a, dSs + (kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * SD + warp * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt += 2) {
+                unsigned bk[4];
+                ldsm_x4_t(bk, Ks + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dt * 8 + (lane >> 4) * 8);
+                mma16816(dq[dt], a, bk[0], bk[1]);
+                mma16816(dq[dt + 1], a, bk[2], bk[3]);
+            }
+        }
+        int qA = q0 + warp * 16 + g;
+        float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
+        float* accB = accA + (i64) 8 * H * D;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
+            if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
+        }
+        __syncthreads(); // this buffer is refilled two items on, dSs rewritten next item
     }
     bf16* out = dqkv + (i64) b * T * rowW;
     store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
     store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+// For the one-pass backward: delta[b,h,t] = dot(dout row, out row) (rows (b, t, h) of D bf16, D/8 lanes of 8 each, D/8 a
+// power of two dividing 32), and the row's D floats of dqAcc zeroed. Launched with exactly rows·D/8 threads rounded up
+// to whole blocks: every lane takes part in the shuffles.
+template <int D>
+__device__ void flash_delta_zero(float* delta, float* dqAcc, const bf16* dout, const bf16* out, i64 rows, int T, int H) {
+    constexpr int L = D / 8;
+    i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x, row = i / L;
+    int pk = (int) (i % L);
+    bool active = row < rows;
+    float s = 0.f;
+    if (active) {
+        float o[8], d[8];
+        Pack<bf16>::load(d, dout, row * D + pk * 8);
+        Pack<bf16>::load(o, out, row * D + pk * 8);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += d[e] * o[e];
+        float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+        reinterpret_cast<float4*>(dqAcc + row * D + pk * 8)[0] = zero;
+        reinterpret_cast<float4*>(dqAcc + row * D + pk * 8)[1] = zero;
+    }
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) s += __shfl_xor_sync(FULL_MASK, s, o);
+    if (active && pk == 0) {
+        int h = (int) (row % H);
+        i64 bt = row / H;
+        delta[(bt / T * H + h) * T + bt % T] = s;
+    }
+}
+
+// dqkv's q columns = dqAcc · scale (rows × H*D floats, 8 per thread; H*D a multiple of 8).
+extern "C" __global__ void flash_dq_store(bf16* dqkv, const float* dqAcc, i64 rows, int qWidth, int rowW, float scale) {
+    i64 packs = rows * (qWidth / 8);
+    GRID_STRIDE(i, packs) {
+        i64 r = i / (qWidth / 8), col = (i - r * (qWidth / 8)) * 8;
+        float v[8];
+        load_floats<8>(v, dqAcc + r * qWidth + col);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] *= scale;
+        Pack<bf16>::store(dqkv, r * rowW + col, v);
+    }
 }
 
 #define FLASH(D)                                                                                                        \
@@ -499,9 +614,14 @@ __device__ void flash_backward_dkv_pipe(bf16* dqkv, const bf16* dout, const floa
             const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
         flash_backward_dkv<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                          \
     }                                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) flash_backward_dkv_pipe_##D(bf16* dqkv, const bf16* dout,        \
-            const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {                \
-        flash_backward_dkv_pipe<D>(dqkv, dout, lse, delta, qkv, T, H, KVH, scale);                                     \
+    extern "C" __global__ void __launch_bounds__(128) flash_backward_fused_##D(bf16* dqkv, float* dqAcc,               \
+            const bf16* dout, const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH,             \
+            float scale) {                                                                                              \
+        flash_backward_fused<D>(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);                                 \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(256) flash_delta_zero_##D(float* delta, float* dqAcc,                 \
+            const bf16* dout, const bf16* out, i64 rows, int T, int H) {                                               \
+        flash_delta_zero<D>(delta, dqAcc, dout, out, rows, T, H);                                                      \
     }
 
 FLASH(32)

@@ -66,3 +66,84 @@ extern "C" __global__ void cross_entropy_bf16(float* losses, bf16* dlogits, cons
                                               int rows, int vocab, float gradScale) {
     cross_entropy_k<bf16>(losses, dlogits, logits, targets, rows, vocab, gradScale);
 }
+
+// bf16 rows whose length is a multiple of 8 (16-byte packs), up to 8·PACKS·blockDim long (blockDim at most the kernel's launch bound): each thread holds its packs
+// of the row in registers, so the logits are read from memory once (max, then sum of exponentials, then dlogits from
+// the same registers; dlogits may alias logits since every read precedes the first write).
+// The 8 floats of a pack of bf16 held in registers. The opaque move keeps the compiler from keeping every unpacked
+// float alive between the passes (which would need 8x the registers of the packed row).
+__device__ __forceinline__ void unpack(float* v, uint4 x) {
+    unsigned w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        asm volatile("mov.b32 %0, %0;" : "+r"(w[k]));
+        v[2 * k] = __uint_as_float(w[k] << 16);
+        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
+template <int PACKS>
+__device__ void cross_entropy_packed_k(float* losses, bf16* dlogits, const bf16* logits, const int* targets, int vocab,
+                                       float gradScale) {
+    __shared__ float red[32];
+    __shared__ float targetLogit;
+    int row = blockIdx.x, packs = vocab / 8;
+    const uint4* lg = reinterpret_cast<const uint4*>(logits + (i64) row * vocab);
+    int target = targets[row];
+    bool valid = target >= 0 && target < vocab;
+    uint4 x[PACKS];
+#pragma unroll
+    for (int k = 0; k < PACKS; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        x[k] = i < packs ? lg[i] : make_uint4(0xff80ff80u, 0xff80ff80u, 0xff80ff80u, 0xff80ff80u); // bf16 -inf
+    }
+    if (threadIdx.x == 0 && !valid) targetLogit = __int_as_float(0x7fc00000);
+    float m = -FRUGAL_INF;
+#pragma unroll
+    for (int k = 0; k < PACKS; k++) {
+        float v[8];
+        unpack(v, x[k]);
+        bool holdsTarget = valid && threadIdx.x + k * blockDim.x == target / 8;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            m = fmaxf(m, v[e]);
+            if (holdsTarget && e == (target & 7)) targetLogit = v[e];
+        }
+    }
+    m = warp_max(m);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    if (lane == 0) red[warp] = m;
+    __syncthreads();
+    m = warp_max(lane < warps ? red[lane] : -FRUGAL_INF);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < PACKS; k++) {
+        float v[8];
+        unpack(v, x[k]);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += expf(v[e] - m);
+    }
+    float lse = m + logf(block_sum(s, red));
+    if (threadIdx.x == 0) losses[row] = lse - targetLogit;
+    if (dlogits == 0) return;
+    bf16* dl = dlogits + (i64) row * vocab;
+#pragma unroll
+    for (int k = 0; k < PACKS; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        if (i < packs) {
+            float v[8];
+            unpack(v, x[k]);
+            int targetLane = target - i * 8; // the target's place in this pack, if it is here
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = expf(v[e] - lse) * gradScale - (e == targetLane ? gradScale : 0.f);
+            Pack<bf16>::store(dl, (i64) i * 8, v);
+        }
+    }
+}
+
+#define CE_PACKED(P, THREADS) extern "C" __global__ void __launch_bounds__(THREADS) cross_entropy_packed_##P( \
+        float* losses, bf16* dlogits, const bf16* logits, const int* targets, int vocab, float gradScale) { \
+    cross_entropy_packed_k<P>(losses, dlogits, logits, targets, vocab, gradScale); }
+CE_PACKED(1, 1024)
+CE_PACKED(4, 1024)
+CE_PACKED(8, 800)

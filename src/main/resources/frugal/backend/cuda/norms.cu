@@ -191,3 +191,164 @@ __device__ void layernorm_backward_warp_k(T* dx, float* dw, float* db, const T* 
         const T* dout, const T* x, const float* w, const float* mean, const float* rstd, int rows, int cols) { \
     layernorm_backward_warp_k<T>(dx, dw, db, dout, x, w, mean, rstd, rows, cols); }
 FOR_TYPES(LN_BW)
+
+// layernorm_backward_warp with 16-byte loads, for rows of at most 32·P whole packs (cols a multiple of Pack<T>::N,
+// 16-byte aligned, weight too): a warp per row, the row's x and dout kept packed in registers between the two passes, and each
+// lane's dweight/dbias column sums in registers (a lane owns the same columns in every row), added into the block's
+// shared sums (2*cols floats) once, then into the gradients once per block.
+template <typename T, int P>
+__device__ void layernorm_backward_packed_k(T* dx, float* dw, float* db, const T* dout, const T* x, const float* w,
+                                            const float* mean, const float* rstd, int rows, int cols) {
+    constexpr int N = Pack<T>::N;
+    typedef typename Raw<T>::type R;
+    extern __shared__ float sh[];
+    float* dwBlock = sh;
+    float* dbBlock = sh + cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        dwBlock[c] = 0.f;
+        dbBlock[c] = 0.f;
+    }
+    int lane = threadIdx.x & 31, warps = blockDim.x >> 5, packs = cols / N;
+    float dwSum[P][N], dbSum[P][N];
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+#pragma unroll
+        for (int e = 0; e < N; e++) dwSum[p][e] = dbSum[p][e] = 0.f;
+    }
+    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+        i64 base = (i64) row * cols;
+        float m = mean[row], s = rstd[row];
+        R xr[P], dr[P];
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) {
+                xr[p] = reinterpret_cast<const R*>(x + base)[pk];
+                dr[p] = reinterpret_cast<const R*>(dout + base)[pk];
+            }
+        }
+        float a = 0.f, bn = 0.f;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) {
+                float xv[N], dv[N], wv[N];
+                Pack<T>::load(xv, reinterpret_cast<const T*>(&xr[p]), 0);
+                Pack<T>::load(dv, reinterpret_cast<const T*>(&dr[p]), 0);
+                load_floats<N>(wv, w + pk * N);
+#pragma unroll
+                for (int e = 0; e < N; e++) {
+                    float dn = dv[e] * wv[e];
+                    a += dn;
+                    bn += dn * (xv[e] - m) * s;
+                }
+            }
+        }
+        a = warp_sum(a) / cols;
+        bn = warp_sum(bn) / cols;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) {
+                float xv[N], dv[N], wv[N], out[N];
+                Pack<T>::load(xv, reinterpret_cast<const T*>(&xr[p]), 0);
+                Pack<T>::load(dv, reinterpret_cast<const T*>(&dr[p]), 0);
+                load_floats<N>(wv, w + pk * N);
+                Pack<T>::load(out, dx, base + pk * N);
+#pragma unroll
+                for (int e = 0; e < N; e++) {
+                    float norm = (xv[e] - m) * s;
+                    dbSum[p][e] += dv[e];
+                    dwSum[p][e] += norm * dv[e];
+                    out[e] += (dv[e] * wv[e] - a - norm * bn) * s;
+                }
+                Pack<T>::store(dx, base + pk * N, out);
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+        int pk = lane + 32 * p;
+        if (pk < packs) {
+#pragma unroll
+            for (int e = 0; e < N; e++) {
+                atomicAdd(&dwBlock[pk * N + e], dwSum[p][e]);
+                atomicAdd(&dbBlock[pk * N + e], dbSum[p][e]);
+            }
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        atomicAdd(&dw[c], dwBlock[c]);
+        atomicAdd(&db[c], dbBlock[c]);
+    }
+}
+#define LN_BP(T, S, P) extern "C" __global__ void __launch_bounds__(256) layernorm_backward_packed_##S##_##P(T* dx, float* dw, \
+        float* db, const T* dout, const T* x, const float* w, const float* mean, const float* rstd, int rows, int cols) { \
+    layernorm_backward_packed_k<T, P>(dx, dw, db, dout, x, w, mean, rstd, rows, cols); }
+#define LN_BP_ALL(T, S) LN_BP(T, S, 1) LN_BP(T, S, 2) LN_BP(T, S, 3) LN_BP(T, S, 4)
+FOR_TYPES(LN_BP_ALL)
+
+// layernorm_forward_warp with 16-byte loads, for rows of at most 32·P whole packs (cols a multiple of Pack<T>::N,
+// 16-byte aligned, weight and bias too): a warp per row, the row kept packed in registers for the mean, the variance
+// (two passes over the registers, as the other kernels compute it) and the output.
+template <typename T, int P>
+__device__ void layernorm_forward_packed_k(T* out, float* mean, float* rstd, const T* x, const float* w, const float* b,
+                                           int rows, int cols, float eps) {
+    constexpr int N = Pack<T>::N;
+    typedef typename Raw<T>::type R;
+    int lane = threadIdx.x & 31, warps = blockDim.x >> 5, packs = cols / N;
+    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+        i64 base = (i64) row * cols;
+        R xr[P];
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) xr[p] = reinterpret_cast<const R*>(x + base)[pk];
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            if (lane + 32 * p < packs) {
+                float v[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+#pragma unroll
+                for (int e = 0; e < N; e++) sum += v[e];
+            }
+        }
+        float m = warp_sum(sum) / cols, var = 0.f;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            if (lane + 32 * p < packs) {
+                float v[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+#pragma unroll
+                for (int e = 0; e < N; e++) var += (v[e] - m) * (v[e] - m);
+            }
+        }
+        float rs = 1.f / sqrtf(warp_sum(var) / cols + eps);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int pk = lane + 32 * p;
+            if (pk < packs) {
+                float v[N], wv[N], bv[N];
+                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
+                load_floats<N>(wv, w + pk * N);
+                load_floats<N>(bv, b + pk * N);
+#pragma unroll
+                for (int e = 0; e < N; e++) v[e] = (v[e] - m) * rs * wv[e] + bv[e];
+                Pack<T>::store(out, base + pk * N, v);
+            }
+        }
+        if (lane == 0) {
+            mean[row] = m;
+            rstd[row] = rs;
+        }
+    }
+}
+#define LN_FP(T, S, P) extern "C" __global__ void __launch_bounds__(256) layernorm_forward_packed_##S##_##P(T* out, float* mean, \
+        float* rstd, const T* x, const float* w, const float* b, int rows, int cols, float eps) { \
+    layernorm_forward_packed_k<T, P>(out, mean, rstd, x, w, b, rows, cols, eps); }
+#define LN_FP_ALL(T, S) LN_FP(T, S, 1) LN_FP(T, S, 2) LN_FP(T, S, 3) LN_FP(T, S, 4)
+FOR_TYPES(LN_FP_ALL)

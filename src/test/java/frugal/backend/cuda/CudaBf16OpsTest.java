@@ -1,5 +1,6 @@
 package frugal.backend.cuda;
 
+import frugal.backend.Backend;
 import frugal.backend.cpu.CpuBackend;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
@@ -190,10 +191,14 @@ class CudaBf16OpsTest {
         gpu.addBias(out.g, bias.g, rows, cols);
         cpu.addBias(out.c, bias.c, rows, cols);
         check("addBias", out, TOL);
-        Pair db = f32(cols), dout = act(rows, cols);
-        gpu.biasBackward(db.g, dout.g, rows, cols);
-        cpu.biasBackward(db.c, dout.c, rows, cols);
-        check("biasBackward", db, 1e-5);
+        Pair dout = act(rows, cols);
+        // 16-byte packs (cols % 8 == 0: 200, 2304) and the column-per-thread kernel (100)
+        for (int[] shape : new int[][]{{rows, cols}, {300, 2304}, {70, 100}}) {
+            Pair db = f32(shape[1]), dy = act(shape[0], shape[1]);
+            gpu.biasBackward(db.g, dy.g, shape[0], shape[1]);
+            cpu.biasBackward(db.c, dy.c, shape[0], shape[1]);
+            check("biasBackward " + shape[0] + "x" + shape[1], db, 1e-5);
+        }
         long n = (long) rows * cols;
         Pair x = act(rows, cols), y = act(rows, cols);
         gpu.geluForward(y.g, x.g, n);
@@ -219,7 +224,7 @@ class CudaBf16OpsTest {
 
     @Test
     void norms() {
-        for (int cols : new int[]{64, 768}) {
+        for (int cols : new int[]{64, 100, 768, 1024}) { // packed LayerNorm backward with 1, 3, 4 packs per lane; 100: unpacked
             int rows = 257;
             Pair x = act(rows, cols), out = act(rows, cols), w = f32(cols), b = f32(cols);
             Pair mean = f32(rows), rstd = f32(rows);
@@ -287,13 +292,17 @@ class CudaBf16OpsTest {
         gpu.embeddingBackward(dtable.g, dout.g, id.g, rows, cols);
         cpu.embeddingBackward(dtable.c, dout.c, id.c, rows, cols);
         check("embeddingBackward", dtable, 1e-5);
-        for (int v : new int[]{1000, 50257}) {
+        for (int v : new int[]{1000, 16000, 50257, 50304}) { // packed kernels with 1, 4, 8 packs per thread; 50257: unpacked
             Pair logits = act(randn((long) rows * v, 2f), rows, v), losses = f32(rows);
             Pair targets = ints(rng.ints(rows, 0, v).toArray());
             gpu.crossEntropy(losses.g, logits.g, logits.g, targets.g, rows, v, 1f / rows);
             cpu.crossEntropy(losses.c, logits.c, logits.c, targets.c, rows, v, 1f / rows);
             check("crossEntropy V=" + v + " losses", losses, 1e-5);
             check("crossEntropy V=" + v + " dlogits (in place)", logits, TOL);
+            Pair logits2 = act(randn((long) rows * v, 2f), rows, v), lossOnly = f32(rows);
+            gpu.crossEntropy(lossOnly.g, null, logits2.g, targets.g, rows, v, 0f);
+            cpu.crossEntropy(lossOnly.c, null, logits2.c, targets.c, rows, v, 0f);
+            check("crossEntropy V=" + v + " losses (no dlogits)", lossOnly, 1e-5);
         }
     }
 
@@ -320,5 +329,56 @@ class CudaBf16OpsTest {
         Tensor back = gpu.allocate(DType.F32, n);
         gpu.convert(back, copy, n);
         assertTrue(Arrays.equals(download(gpu, back), c), "convert bf16 → f32");
+    }
+
+    @Test
+    void multiTensorOptimizer() {
+        // sizes across chunk boundaries (65536 elements), odd tails, tiny tensors; 2-D ones with a bf16 compute copy
+        int[] sizes = {70_000, 768, 131_073, 5, 200_000, 65_536};
+        List<Pair> params = new ArrayList<>(), grads = new ArrayList<>(), ms = new ArrayList<>(), vs = new ArrayList<>();
+        List<Tensor> computes = new ArrayList<>();
+        List<Backend.AdamWTensors> slots = new ArrayList<>();
+        for (int i = 0; i < sizes.length; i++) {
+            int n = sizes[i];
+            Pair p = f32(n), g = f32(randn(n, 0.3f), n), m = f32(randn(n, 0.01f), n), v = f32(randn(n, 0.01f), n);
+            float[] vAbs = download(gpu, v.g);
+            for (int j = 0; j < n; j++) vAbs[j] = Math.abs(vAbs[j]);
+            gpu.upload(v.g, MemorySegment.ofArray(vAbs));
+            cpu.upload(v.c, MemorySegment.ofArray(vAbs));
+            Tensor copy = i % 2 == 0 ? gpu.allocate(DType.BF16, n) : p.g;
+            params.add(p);
+            grads.add(g);
+            ms.add(m);
+            vs.add(v);
+            computes.add(copy);
+            slots.add(new Backend.AdamWTensors(p.g, g.g, m.g, v.g, copy, i % 2 == 0 ? 0.1f : 0f));
+        }
+        Pair norm = f32(1);
+        gpu.sumOfSquares(norm.g, grads.stream().map(Pair::g).toList());
+        cpu.sumOfSquares(norm.c, grads.stream().map(Pair::c).toList());
+        check("sumOfSquares over " + sizes.length + " tensors", norm, 1e-6);
+        Pair hyper = f32(new float[]{3e-4f, 7f}, 2);
+        gpu.adamw(slots, hyper.g, 0.9f, 0.95f, 1e-8f, norm.g, 0.5f);
+        for (int i = 0; i < sizes.length; i++) {
+            cpu.adamw(params.get(i).c, grads.get(i).c, ms.get(i).c, vs.get(i).c, sizes[i], 3e-4f, 0.9f, 0.95f, 1e-8f,
+                    i % 2 == 0 ? 0.1f : 0f, 7, norm.c, 0.5f);
+        }
+        for (int i = 0; i < sizes.length; i++) {
+            check("multi-tensor adamw param " + sizes[i], params.get(i), 1e-6);
+            check("multi-tensor adamw m " + sizes[i], ms.get(i), 1e-6);
+            check("multi-tensor adamw v " + sizes[i], vs.get(i), 1e-6);
+            if (computes.get(i) != params.get(i).g) {
+                float[] c = download(gpu, computes.get(i)), pv = download(gpu, params.get(i).g);
+                for (int j = 0; j < c.length; j++) {
+                    assertTrue(fromBf16(toBf16(pv[j])) == c[j], "compute copy " + i + " at " + j + ": " + c[j] + " vs " + pv[j]);
+                }
+            }
+        }
+        REPORT.add("multi-tensor adamw compute copies == bf16(param): exact");
+        gpu.zero(grads.stream().map(Pair::g).toList());
+        for (Pair g : grads) {
+            for (float x : download(gpu, g.g)) assertTrue(x == 0f, "multi-tensor zero left " + x);
+        }
+        REPORT.add("multi-tensor zero: every element 0");
     }
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One device call for the issue-3 speed work. Runs from the repository root of the device's copy; inputs in .gpu-cuda/
+# (frugal.jar, test-classes, the JUnit console jar, this script, gpt2_torch.py, ncu_step.py; frugal-before.jar for
+# "before"), the Java runtime in .gpu-jre/.
+#   bash .gpu-cuda/device-run.sh [sections...]
+# sections, run in the order given (default: tests attention bench before torch ncu):
+#   tests      the CUDA test package, then the attention test again on the two-pass backward and on unpipelined kernels
+#   gemm       CudaOpsBench --gemm: bf16 GEMMs of the GPT-2 step, candidates timed (8) and the heuristic's first (1)
+#   attention  CudaOpsBench --attention, one-pass and two-pass backward
+#   bench      frugal bench, GPT-2 124M, batch 16 × 1024, vocab 50304 (graph replay, per-op table, GEMM candidate log)
+#   bench-alt  the same step with the two-pass attention backward
+#   before     the same step with frugal-before.jar (the build before this work)
+#   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
+#   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
+#   ncu        per-kernel GPU time of one step (ncu_step.py)
+# Each section has a time cap and is skipped when the call's budget (BUDGET seconds, default 470) would run out.
+# At most 8 files come back from $OUT: one log per section.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+BUDGET=${BUDGET:-470}
+G=.gpu-cuda
+JAVA=(.gpu-jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
+JUNIT=(-jar $G/junit-platform-console-standalone-1.11.4.jar execute --disable-banner --details=summary -cp $G/frugal.jar:$G/test-classes)
+BENCH=(bench --device cuda --batch 16 --seq 1024 --vocab 50304)
+sections=${*:-tests attention bench before torch ncu}
+export FRUGAL_CACHE_DIR=/tmp/frugal-cache
+TMP=/tmp/device-run
+mkdir -p $TMP
+
+section() { # name cap command... (output appended to $OUT/name.log)
+  local name=$1 cap=$2; shift 2
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then echo "== $name: skipped ($left s left)"; return 1; fi
+  [ "$cap" -gt "$left" ] && cap=$left
+  echo "== $name (cap $cap s, $SECONDS s used)"
+  timeout "$cap" "$@" >> "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $SECONDS s"
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
+for s in $sections; do
+  case $s in
+    tests)
+      section tests 150 "${JAVA[@]}" "${JUNIT[@]}" --select-package frugal.backend.cuda
+      for v in FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0; do
+        echo "# $v" >> "$OUT/tests.log"
+        section tests 40 env $v "${JAVA[@]}" "${JUNIT[@]}" --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
+      done
+      grep -E "FAIL|tests (successful|failed|skipped)|multi-tensor|crossEntropy V=50304|attention B1 T1024|Forward C=768|Backward dx" "$OUT/tests.log" | head -40 ;;
+    gemm)
+      section gemm 70 env FRUGAL_CUDA_GEMM_LOG=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
+      section gemm 50 env FRUGAL_CUDA_GEMM_CANDIDATES=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
+      grep -A40 "^---- " "$OUT/gemm.log" ;;
+    attention)
+      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0; do
+        echo "# $v" >> "$OUT/attention.log"
+        section attention 40 env "$v" "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
+      done
+      grep -E "^# |^attention" "$OUT/attention.log" ;;
+    bench)
+      section bench 100 env FRUGAL_CUDA_GEMM_LOG=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3
+      grep -E "^step|^model|^device" "$OUT/bench.log"; sed -n '/^| op/,/sum of ops/p' "$OUT/bench.log" | head -30 ;;
+    bench-alt)
+      section bench-alt 70 env FRUGAL_CUDA_FLASH_FUSED=0 "${JAVA[@]}" -cp $G/frugal.jar \
+        frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
+      grep -E "^step" "$OUT/bench-alt.log" ;;
+    before)
+      [ -f $G/frugal-before.jar ] && section before 70 "${JAVA[@]}" -cp $G/frugal-before.jar:$G/frugal.jar frugal.cli.Main \
+        "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
+      grep -E "^step" "$OUT/before.log" ;;
+    torch)
+      section torch 220 env PYTHONUNBUFFERED=1 python3 $G/gpt2_torch.py --vocab 50304 --steps 20 ${TORCH_ARGS:-}
+      grep -E "^torch|^ " "$OUT/torch.log" | head -60 ;;
+    ncu-flash)
+      for k in flash_forward flash_backward_fused; do
+        section ncu-flash 45 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+          --section MemoryWorkloadAnalysis -k "regex:$k" --launch-skip 3 --launch-count 1 \
+          "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
+      done
+      grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|Stall|Block Limit" "$OUT/ncu-flash.log" | head -60 ;;
+    ncu)
+      section ncu 170 ncu -o $TMP/step -f --metrics gpu__time_duration.sum --clock-control none --cache-control none \
+        --target-processes all "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --no-graph --warmup 1 --steps 1 --profile-steps 0
+      ncu -i $TMP/step.ncu-rep --csv --page raw --metrics gpu__time_duration.sum > $TMP/step.csv 2>>"$OUT/ncu.log" \
+        && python3 $G/ncu_step.py $TMP/step.csv >> "$OUT/ncu.log" && sed -n '/^one step/,$p' "$OUT/ncu.log" | head -50 ;;
+  esac
+done
+echo "== done after $SECONDS s"
