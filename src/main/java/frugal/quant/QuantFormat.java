@@ -62,6 +62,11 @@ public record QuantFormat(Scheme scheme, int bits, int block, Rounding rounding)
         return new QuantFormat(scheme, newBits, block, rounding);
     }
 
+    /** The same format with another rounding. */
+    public QuantFormat withRounding(Rounding newRounding) {
+        return new QuantFormat(scheme, bits, block, newRounding);
+    }
+
     /** Largest |q|. */
     public int maxLevel() {
         return (1 << (bits - 1)) - 1;
