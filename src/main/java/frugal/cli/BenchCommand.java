@@ -6,6 +6,10 @@ import frugal.model.Init;
 import frugal.model.ModelConfig;
 import frugal.model.Transformer;
 import frugal.nn.Context;
+import frugal.stash.Stash;
+import frugal.stash.StashKind;
+import frugal.stash.StashLedger;
+import frugal.stash.StashPolicy;
 import frugal.train.AdamW;
 import frugal.train.Preset;
 import frugal.train.TrainStep;
@@ -49,6 +53,10 @@ final class BenchCommand implements Runnable {
             description = "steps profiled op by op after the timed ones, on GPUs (default: ${DEFAULT-VALUE}; 0: none)")
     int profileSteps;
 
+    @Option(names = "--stash", defaultValue = "keep",
+            description = "stash policy: keep, dsq, or a fixed format such as bfp4 (default: ${DEFAULT-VALUE}); dsq is timed in its first stage")
+    String stash;
+
     @Override
     public void run() {
         ModelConfig config = Preset.byName(preset).model().apply(vocab);
@@ -59,7 +67,7 @@ final class BenchCommand implements Runnable {
             Transformer model = new Transformer(config, ops);
             Init.initialize(model, ops, 1);
             AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, 0.1f);
-            Context ctx = Context.of(ops);
+            Context ctx = Context.of(ops, StashPolicy.named(stash, warmup + steps), 1);
             int rows = batch * seq;
             long params = model.params().count();
             Random rng = new Random(1);
@@ -72,6 +80,7 @@ final class BenchCommand implements Runnable {
                     if (s == 0) ops.reset();
                     int[] in = rng.ints(rows, 0, config.vocabSize()).toArray(), tg = rng.ints(rows, 0, config.vocabSize()).toArray();
                     long t0 = System.nanoTime();
+                    ctx.stash().beginStep(s + warmup + 1);
                     loss = step.run(in, tg, 3e-4f);
                     if (s >= 0) millis[s] = (System.nanoTime() - t0) / 1e6;
                 }
@@ -88,6 +97,7 @@ final class BenchCommand implements Runnable {
                                     + "activations and gradients %.2f GiB)%n", ops.peakMemory() / 1073741824.0,
                             (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
                 }
+                printLedger(ctx.stash(), rows);
                 if (gpu && profileSteps > 0) {
                     step.setGraphs(false);
                     ops.setEnabled(true);
@@ -101,6 +111,27 @@ final class BenchCommand implements Runnable {
                     printTable(ops, steps, "per-op breakdown");
                 }
             }
+        }
+    }
+
+    /** The stash ledger of the last timed step, against a bf16 stash and 16-bit GEMM operands as DSQ compares. */
+    private void printLedger(Stash s, int tokens) {
+        StashLedger l = s.ledger();
+        System.out.println();
+        System.out.printf("stash (%s, %s): peak %.1f KiB = %.0f bytes/token; a bf16 stash of the same tensors: %.0f bytes/token (%.2f× more)%n",
+                stash, s.policy().describeStage(), l.peakHeld() / 1024.0, (double) l.peakHeld() / tokens,
+                (double) l.peakHeldBf16() / tokens, (double) l.peakHeldBf16() / l.peakHeld());
+        System.out.printf("traffic of stash, gradients and GEMM operands: %.0f bytes/token (16-bit: %.0f, %.2f× more); "
+                        + "bit-weighted GEMM ops: %.3g/token (16-bit: %.3g, %.2f× more)%n",
+                (double) l.trafficBytes() / tokens, (double) l.trafficBytes16() / tokens, (double) l.trafficBytes16() / l.trafficBytes(),
+                l.bitWeightedOps() / tokens, l.bitWeightedOps16() / tokens, l.bitWeightedOps16() / l.bitWeightedOps());
+        System.out.println();
+        System.out.println("| stash kind | written bytes/token | read bytes/token | bf16 bytes/token |");
+        System.out.println("|---|---:|---:|---:|");
+        for (Map.Entry<StashKind, StashLedger.KindBytes> e : l.kinds().entrySet()) {
+            StashLedger.KindBytes k = e.getValue();
+            System.out.printf("| %s | %.0f | %.0f | %.0f |%n", e.getKey().key(), (double) k.written / tokens,
+                    (double) k.read / tokens, (double) k.bf16Written / tokens);
         }
     }
 

@@ -4,7 +4,9 @@ import frugal.FrugalException;
 import frugal.quant.QuantFormat;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -12,7 +14,6 @@ import java.lang.foreign.ValueLayout;
 import static frugal.backend.cpu.Vec.L;
 import static frugal.backend.cpu.Vec.get;
 import static frugal.backend.cpu.Vec.load;
-import static frugal.backend.cpu.Vec.set;
 
 /**
  * Block quantization to {@link QuantFormat}s and back, block by block over all cores. A block's values are packed
@@ -20,6 +21,8 @@ import static frugal.backend.cpu.Vec.set;
  * fills exactly 16 bytes; its scale goes to {@code scales} (an exponent byte for BFP, an F32 for INT).
  */
 final class CpuQuant {
+    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    private static final IntVector IOTA = IntVector.zero(I).addIndex(1);
     private CpuQuant() {
     }
 
@@ -28,6 +31,7 @@ final class CpuQuant {
         MemorySegment p = packed.data(), sc = scales.data(), x = src.data();
         int block = f.block(), bits = f.bits(), maxLevel = f.maxLevel();
         boolean stochastic = f.rounding() == QuantFormat.Rounding.STOCHASTIC;
+        int seedBits = (int) (seed ^ (seed >>> 32)) * 0x9E3779B9;
         long blocks = f.blocks(n);
         Parallel.forRange(Math.toIntExact(blocks), 64, (b0, b1) -> {
             int[] q = new int[block];
@@ -45,13 +49,21 @@ final class CpuQuant {
                     sc.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b, s);
                 }
                 float inv = s == 0 ? 0 : 1f / s;
-                for (int j = 0; j < len; j++) {
+                int j = 0;
+                FloatVector vinv = FloatVector.broadcast(Vec.S, inv), half = FloatVector.broadcast(Vec.S, 0.5f);
+                for (; j <= len - L; j += L) {
+                    FloatVector v = load(x, start + j).mul(vinv);
+                    FloatVector offset = stochastic ? uniforms(seedBits, start + j) : half;
+                    IntVector m = ((IntVector) v.abs().add(offset).convert(VectorOperators.F2I, 0)).min(maxLevel);
+                    m.blend(m.neg(), v.lt(0f).cast(I)).intoArray(q, j);
+                }
+                for (; j < len; j++) {
                     float v = get(x, start + j) * inv;
-                    float a = Math.abs(v) + (stochastic ? uniform(seed, start + j) : 0.5f);
+                    float a = Math.abs(v) + (stochastic ? uniform(seedBits, start + j) : 0.5f);
                     int m = Math.min(maxLevel, (int) a); // truncation of a non-negative value is its floor
                     q[j] = v < 0 ? -m : m;
                 }
-                for (int j = len; j < block; j++) q[j] = 0;
+                for (; j < block; j++) q[j] = 0;
                 pack(q, bits, p, (long) b * block * bits / 8);
             }
         });
@@ -76,9 +88,12 @@ final class CpuQuant {
                     s = sc.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b);
                 }
                 unpack(p, (long) b * block * bits / 8, bits, q);
-                for (int j = 0; j < block; j++) values[j] = q[j] * s;
-                if (len == block) MemorySegment.copy(values, 0, y, ValueLayout.JAVA_FLOAT, start * 4, block);
-                else for (int j = 0; j < len; j++) set(y, start + j, values[j]);
+                int j = 0;
+                for (; j <= block - L; j += L) {
+                    ((FloatVector) IntVector.fromArray(I, q, j).convert(VectorOperators.I2F, 0)).mul(s).intoArray(values, j);
+                }
+                for (; j < block; j++) values[j] = q[j] * s;
+                MemorySegment.copy(values, 0, y, ValueLayout.JAVA_FLOAT, start * 4, len);
             }
         });
     }
@@ -141,13 +156,25 @@ final class CpuQuant {
         }
     }
 
-    /** A uniform float in [0, 1) from (seed, index) alone (SplitMix64), so results do not depend on threading. */
-    static float uniform(long seed, long index) {
-        long z = seed + (index + 1) * 0x9E3779B97F4A7C15L;
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        z ^= z >>> 31;
-        return (z >>> 40) * 0x1.0p-24f;
+    /**
+     * A uniform float in [0, 1) from (seed, index) alone, so that results do not depend on threading or vector width:
+     * a 32-bit integer hash (lowbias32) of the index mixed with the seed, whose top 24 bits make the fraction.
+     */
+    static float uniform(int seedBits, long index) {
+        int z = (int) index ^ seedBits;
+        z = (z ^ (z >>> 16)) * 0x7feb352d;
+        z = (z ^ (z >>> 15)) * 0x846ca68b;
+        z ^= z >>> 16;
+        return (z >>> 8) * 0x1.0p-24f;
+    }
+
+    /** {@link #uniform(int, long)} for the L indices from {@code index} on. */
+    private static FloatVector uniforms(int seedBits, long index) {
+        IntVector z = IOTA.add((int) index).lanewise(VectorOperators.XOR, seedBits);
+        z = z.lanewise(VectorOperators.XOR, z.lanewise(VectorOperators.LSHR, 16)).mul(0x7feb352d);
+        z = z.lanewise(VectorOperators.XOR, z.lanewise(VectorOperators.LSHR, 15)).mul(0x846ca68b);
+        z = z.lanewise(VectorOperators.XOR, z.lanewise(VectorOperators.LSHR, 16));
+        return ((FloatVector) z.lanewise(VectorOperators.LSHR, 8).convert(VectorOperators.I2F, 0)).mul(0x1.0p-24f);
     }
 
     private static void checkSizes(Tensor packed, Tensor scales, long n, QuantFormat f) {
