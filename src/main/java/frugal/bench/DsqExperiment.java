@@ -21,14 +21,24 @@ import java.util.List;
 
 /**
  * The CPU experiment of DSQ: the tiny GPT preset trained with the same seed and data under each stash setting
- * (keep, the DSQ schedule, fixed 8-bit and 4-bit BFP), then a table and PNG plots into docs/experiments/.
+ * (keep, the DSQ schedule, fixed 8-bit and 4-bit BFP, and DSQ with 8-bit gradients from
+ * docs/experiments/dsq-g8.conf), then a table and PNG plots into docs/experiments/.
  * Settings whose run already finished under the runs folder are not trained again (delete the folder to redo one).
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp target/frugal.jar
  * frugal.bench.DsqExperiment [runs-folder [docs-folder [steps]]]} (defaults runs/dsq, docs/experiments, 300).
  */
 public final class DsqExperiment {
-    private static final List<String> SETTINGS = List.of("keep", "dsq", "bfp8", "bfp4");
+    /** A stash setting of the comparison: its name in tables and plots, and how the run is told. */
+    record Setting(String name, StashOptions stash) {
+    }
+
+    private static final List<Setting> SETTINGS = List.of(
+            new Setting("keep", StashOptions.KEEP),
+            new Setting("dsq", new StashOptions("dsq", null)),
+            new Setting("bfp8", new StashOptions("bfp8", null)),
+            new Setting("bfp4", new StashOptions("bfp4", null)),
+            new Setting("dsq-g8", new StashOptions("keep", Path.of("docs/experiments/dsq-g8.conf"))));
     private static final long SEED = 1337;
 
     private DsqExperiment() {
@@ -46,12 +56,13 @@ public final class DsqExperiment {
         Files.createDirectories(docs);
         List<Summary> summaries = new ArrayList<>();
         List<List<JsonNode>> histories = new ArrayList<>();
-        for (String s : SETTINGS) {
+        for (Setting setting : SETTINGS) {
+            String s = setting.name();
             Path out = runs.resolve(s);
             if (!finished(out, steps)) {
                 TrainOptions o = new TrainOptions("tiny", null, null, null, "gpt2", 8_000_000, null, null, steps, 1, null, 0.1f,
                         null, 0.1f, 1f, null, 8, SEED, out, false, 100, 0, "cpu", false);
-                new Trainer(o, System.out).withStash(new StashOptions(s, null)).run();
+                new Trainer(o, System.out).withStash(setting.stash()).run();
             }
             List<JsonNode> h = read(out.resolve("metrics.jsonl"));
             Files.copy(out.resolve("metrics.jsonl"), docs.resolve("dsq-cpu-" + s + ".jsonl"), StandardCopyOption.REPLACE_EXISTING);
@@ -118,10 +129,10 @@ public final class DsqExperiment {
             double[] x = h.stream().mapToDouble(r -> r.get("step").asDouble()).toArray();
             double[] y = h.stream().mapToDouble(r -> r.get(field).asDouble()).toArray();
             if (loss) y = movingMean(y, 10);
-            chart.addSeries(SETTINGS.get(i) + (loss ? " train" : ""), x, y).setMarker(SeriesMarkers.NONE);
+            chart.addSeries(SETTINGS.get(i).name() + (loss ? " train" : ""), x, y).setMarker(SeriesMarkers.NONE);
             if (loss) {
                 List<JsonNode> evals = h.stream().filter(r -> r.has("val_loss")).toList();
-                chart.addSeries(SETTINGS.get(i) + " val", evals.stream().mapToDouble(r -> r.get("step").asDouble()).toArray(),
+                chart.addSeries(SETTINGS.get(i).name() + " val", evals.stream().mapToDouble(r -> r.get("step").asDouble()).toArray(),
                         evals.stream().mapToDouble(r -> r.get("val_loss").asDouble()).toArray());
             } else if (i == 0) {
                 chart.addSeries("bf16 stash", x, h.stream().mapToDouble(r -> r.get("stash_bf16_bytes_per_token").asDouble()).toArray())

@@ -54,7 +54,7 @@ final class BenchCommand implements Runnable {
     int profileSteps;
 
     @Option(names = "--stash", defaultValue = "keep",
-            description = "stash policy: keep, dsq, or a fixed format such as bfp4 (default: ${DEFAULT-VALUE}); dsq is timed in its first stage")
+            description = "stash policy: keep, dsq, or a fixed format such as bfp4 (default: ${DEFAULT-VALUE}); dsq runs its stages over warmup + timed steps, the ledger is of the last")
     String stash;
 
     @Override
