@@ -9,13 +9,14 @@ import frugal.nn.Context;
 import frugal.stash.Stash;
 import frugal.stash.StashKind;
 import frugal.stash.StashLedger;
-import frugal.stash.StashPolicy;
 import frugal.train.AdamW;
 import frugal.train.Preset;
+import frugal.train.StashOptions;
 import frugal.train.TrainStep;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -56,6 +57,8 @@ final class BenchCommand implements Runnable {
     @Option(names = "--stash", defaultValue = "keep",
             description = "stash policy: keep, dsq, or a fixed format such as bfp4 (default: ${DEFAULT-VALUE}); dsq runs its stages over warmup + timed steps, the ledger is of the last")
     String stash;
+    @Option(names = "--stash-config", description = "a stash policy file (see frugal train --stash-config); overrides --stash")
+    Path stashConfig;
 
     @Override
     public void run() {
@@ -67,7 +70,7 @@ final class BenchCommand implements Runnable {
             Transformer model = new Transformer(config, ops);
             Init.initialize(model, ops, 1);
             AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, 0.1f);
-            Context ctx = Context.of(ops, StashPolicy.named(stash, warmup + steps), 1);
+            Context ctx = Context.of(ops, new StashOptions(stash, stashConfig).policy(warmup + steps), 1);
             int rows = batch * seq;
             long params = model.params().count();
             Random rng = new Random(1);
@@ -119,7 +122,7 @@ final class BenchCommand implements Runnable {
         StashLedger l = s.ledger();
         System.out.println();
         System.out.printf("stash (%s, %s): peak %.1f KiB = %.0f bytes/token; a bf16 stash of the same tensors: %.0f bytes/token (%.2f× more)%n",
-                stash, s.policy().describeStage(), l.peakHeld() / 1024.0, (double) l.peakHeld() / tokens,
+                stashConfig != null ? stashConfig : stash, s.policy().describeStage(), l.peakHeld() / 1024.0, (double) l.peakHeld() / tokens,
                 (double) l.peakHeldBf16() / tokens, (double) l.peakHeldBf16() / l.peakHeld());
         System.out.printf("traffic of stash, gradients and GEMM operands: %.0f bytes/token (16-bit: %.0f, %.2f× more); "
                         + "bit-weighted GEMM ops: %.3g/token (16-bit: %.3g, %.2f× more)%n",
