@@ -21,8 +21,8 @@ import java.util.List;
 
 /**
  * The CPU experiment of DSQ: the tiny GPT preset trained with the same seed and data under each stash setting
- * (keep, the DSQ schedule, fixed 8-bit and 4-bit BFP, and DSQ with 8-bit gradients from
- * docs/experiments/dsq-g8.conf), then a table and PNG plots into docs/experiments/.
+ * (keep, the DSQ schedule, fixed 8-bit and 4-bit BFP, and two DSQ variants with 8-bit gradients,
+ * docs/experiments/dsq-g8.conf and dsq-rn.conf), then a table and PNG plots into docs/experiments/.
  * Settings whose run already finished under the runs folder are not trained again (delete the folder to redo one).
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp target/frugal.jar
@@ -38,7 +38,8 @@ public final class DsqExperiment {
             new Setting("dsq", new StashOptions("dsq", null)),
             new Setting("bfp8", new StashOptions("bfp8", null)),
             new Setting("bfp4", new StashOptions("bfp4", null)),
-            new Setting("dsq-g8", new StashOptions("keep", Path.of("docs/experiments/dsq-g8.conf"))));
+            new Setting("dsq-g8", new StashOptions("keep", Path.of("docs/experiments/dsq-g8.conf"))),
+            new Setting("dsq-rn", new StashOptions("keep", Path.of("docs/experiments/dsq-rn.conf"))));
     private static final long SEED = 1337;
 
     private DsqExperiment() {
