@@ -21,8 +21,9 @@ import java.util.List;
 
 /**
  * The CPU experiment of DSQ: the tiny GPT preset trained with the same seed and data under each stash setting
- * (keep, the DSQ schedule, fixed 8-bit and 4-bit BFP, and two DSQ variants with 8-bit gradients,
- * docs/experiments/dsq-g8.conf and dsq-rn.conf), then a table and PNG plots into docs/experiments/.
+ * (keep, the default DSQ schedule, fixed 8-bit and 4-bit BFP, and two DSQ variants with stochastic rounding:
+ * docs/experiments/dsq-g8.conf and the more aggressive dsq-sr234.conf), then a table and PNG plots into
+ * docs/experiments/.
  * Settings whose run already finished under the runs folder are not trained again (delete the folder to redo one).
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp target/frugal.jar
@@ -39,7 +40,7 @@ public final class DsqExperiment {
             new Setting("bfp8", new StashOptions("bfp8", null)),
             new Setting("bfp4", new StashOptions("bfp4", null)),
             new Setting("dsq-g8", new StashOptions("keep", Path.of("docs/experiments/dsq-g8.conf"))),
-            new Setting("dsq-rn", new StashOptions("keep", Path.of("docs/experiments/dsq-rn.conf"))));
+            new Setting("dsq-sr234", new StashOptions("keep", Path.of("docs/experiments/dsq-sr234.conf"))));
     private static final long SEED = 1337;
 
     private DsqExperiment() {
