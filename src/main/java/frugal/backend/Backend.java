@@ -1,5 +1,7 @@
 package frugal.backend;
 
+import frugal.FrugalException;
+import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -201,6 +203,28 @@ public interface Backend extends AutoCloseable {
             adamw(p.param(), p.grad(), p.m(), p.v(), p.compute(), p.param().size(), hyper, beta1, beta2, eps, p.weightDecay(),
                     normSquared, maxNorm);
         }
+    }
+
+    // ---- quantization (DSQ's stash and GEMM operands)
+
+    /**
+     * Quantizes src[0, n) block by block into {@code format}: the packed values into {@code packed} (at least
+     * {@link QuantFormat#packedBytes} bytes) and one scale per block into {@code scales} (at least
+     * {@link QuantFormat#scalesBytes} bytes); both are byte tensors (I8). {@code seed} drives stochastic rounding, so that
+     * a run is repeatable. Rejects NaN and ±Inf with an error naming the block.
+     */
+    default void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
+        throw notYet("quantize");
+    }
+
+    /** dst[0, n) = the values that {@link #quantize} packed, as F32. */
+    default void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
+        throw notYet("dequantize");
+    }
+
+    private FrugalException notYet(String op) {
+        return new FrugalException(op + " (quantized stash, DSQ) is not yet on the " + name()
+                + " backend: train with --stash keep there, or on --device cpu");
     }
 
     // ---- graphs

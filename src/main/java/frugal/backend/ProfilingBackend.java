@@ -1,5 +1,6 @@
 package frugal.backend;
 
+import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -297,6 +298,20 @@ public final class ProfilingBackend implements Backend {
         long t = start();
         inner.adamw(params, hyper, beta1, beta2, eps, normSquared, maxNorm);
         stop("adamw (all parameters)", t, 0);
+    }
+
+    @Override
+    public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
+        long t = start();
+        inner.quantize(packed, scales, src, n, format, seed);
+        stop("quantize", t, 0);
+    }
+
+    @Override
+    public void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
+        long t = start();
+        inner.dequantize(dst, packed, scales, n, format);
+        stop("dequantize", t, 0);
     }
 
     @Override

@@ -6,12 +6,17 @@ import frugal.model.Init;
 import frugal.model.ModelConfig;
 import frugal.model.Transformer;
 import frugal.nn.Context;
+import frugal.stash.Stash;
+import frugal.stash.StashKind;
+import frugal.stash.StashLedger;
 import frugal.train.AdamW;
 import frugal.train.Preset;
+import frugal.train.StashOptions;
 import frugal.train.TrainStep;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -49,6 +54,12 @@ final class BenchCommand implements Runnable {
             description = "steps profiled op by op after the timed ones, on GPUs (default: ${DEFAULT-VALUE}; 0: none)")
     int profileSteps;
 
+    @Option(names = "--stash", defaultValue = "keep",
+            description = "stash policy: keep, dsq, or a fixed format such as bfp4 (default: ${DEFAULT-VALUE}); dsq runs its stages over warmup + timed steps, the ledger is of the last")
+    String stash;
+    @Option(names = "--stash-config", description = "a stash policy file (see frugal train --stash-config); overrides --stash")
+    Path stashConfig;
+
     @Override
     public void run() {
         ModelConfig config = Preset.byName(preset).model().apply(vocab);
@@ -59,7 +70,7 @@ final class BenchCommand implements Runnable {
             Transformer model = new Transformer(config, ops);
             Init.initialize(model, ops, 1);
             AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, 0.1f);
-            Context ctx = Context.of(ops);
+            Context ctx = Context.of(ops, new StashOptions(stash, stashConfig).policy(warmup + steps), 1);
             int rows = batch * seq;
             long params = model.params().count();
             Random rng = new Random(1);
@@ -72,6 +83,7 @@ final class BenchCommand implements Runnable {
                     if (s == 0) ops.reset();
                     int[] in = rng.ints(rows, 0, config.vocabSize()).toArray(), tg = rng.ints(rows, 0, config.vocabSize()).toArray();
                     long t0 = System.nanoTime();
+                    ctx.stash().beginStep(s + warmup + 1);
                     loss = step.run(in, tg, 3e-4f);
                     if (s >= 0) millis[s] = (System.nanoTime() - t0) / 1e6;
                 }
@@ -88,6 +100,7 @@ final class BenchCommand implements Runnable {
                                     + "activations and gradients %.2f GiB)%n", ops.peakMemory() / 1073741824.0,
                             (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
                 }
+                printLedger(ctx.stash(), rows);
                 if (gpu && profileSteps > 0) {
                     step.setGraphs(false);
                     ops.setEnabled(true);
@@ -101,6 +114,27 @@ final class BenchCommand implements Runnable {
                     printTable(ops, steps, "per-op breakdown");
                 }
             }
+        }
+    }
+
+    /** The stash ledger of the last timed step, against a bf16 stash and 16-bit GEMM operands as DSQ compares. */
+    private void printLedger(Stash s, int tokens) {
+        StashLedger l = s.ledger();
+        System.out.println();
+        System.out.printf("stash (%s, %s): peak %.1f KiB = %.0f bytes/token; a bf16 stash of the same tensors: %.0f bytes/token (%.2f× more)%n",
+                stashConfig != null ? stashConfig : stash, s.policy().describeStage(), l.peakHeld() / 1024.0, (double) l.peakHeld() / tokens,
+                (double) l.peakHeldBf16() / tokens, (double) l.peakHeldBf16() / l.peakHeld());
+        System.out.printf("traffic of stash, gradients and GEMM operands: %.0f bytes/token (16-bit: %.0f, %.2f× more); "
+                        + "bit-weighted GEMM ops: %.3g/token (16-bit: %.3g, %.2f× more)%n",
+                (double) l.trafficBytes() / tokens, (double) l.trafficBytes16() / tokens, (double) l.trafficBytes16() / l.trafficBytes(),
+                l.bitWeightedOps() / tokens, l.bitWeightedOps16() / tokens, l.bitWeightedOps16() / l.bitWeightedOps());
+        System.out.println();
+        System.out.println("| stash kind | written bytes/token | read bytes/token | bf16 bytes/token |");
+        System.out.println("|---|---:|---:|---:|");
+        for (Map.Entry<StashKind, StashLedger.KindBytes> e : l.kinds().entrySet()) {
+            StashLedger.KindBytes k = e.getValue();
+            System.out.printf("| %s | %.0f | %.0f | %.0f |%n", e.getKey().key(), (double) k.written / tokens,
+                    (double) k.read / tokens, (double) k.bf16Written / tokens);
         }
     }
 

@@ -1,5 +1,6 @@
 package frugal.cli;
 
+import frugal.train.StashOptions;
 import frugal.train.TrainOptions;
 import frugal.train.Trainer;
 import picocli.CommandLine.Command;
@@ -57,6 +58,11 @@ final class TrainCommand implements Runnable {
     int sampleTokens;
     @Option(names = "--device", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
     String device;
+    @Option(names = "--stash", defaultValue = "keep",
+            description = "tensors saved for backward: keep, dsq (time-adaptive), or a fixed format bfpN/intN[/block[/sr]], N = 2..8 (default: ${DEFAULT-VALUE})")
+    String stash;
+    @Option(names = "--stash-config", description = "a stash policy file (formats per point q0-q3 and per tensor kind, stages); overrides --stash")
+    Path stashConfig;
     @Option(names = "--no-progress", description = "print a line every 10 steps instead of a progress bar")
     boolean noProgress;
 
@@ -65,7 +71,7 @@ final class TrainCommand implements Runnable {
         TrainOptions options = new TrainOptions(preset, model, config, data, tokenizer, maxBytes, batch, seq, steps,
                 accumulation, lr, minLrRatio, warmup, weightDecay, clip, evalInterval, evalBatches, seed, out, resume,
                 checkpointInterval, sampleTokens, device, !noProgress);
-        Trainer.Summary s = new Trainer(options, System.out).run();
+        Trainer.Summary s = new Trainer(options, System.out).withStash(new StashOptions(stash, stashConfig)).run();
         System.out.printf("done: %d steps, checkpoint %s, model %s%n", s.steps(), s.checkpoint(), out.resolve("model"));
     }
 }

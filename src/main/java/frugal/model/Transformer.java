@@ -12,6 +12,7 @@ import frugal.nn.Param;
 import frugal.nn.Params;
 import frugal.nn.RmsNorm;
 import frugal.nn.SwiGluMlp;
+import frugal.stash.StashKind;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -130,7 +131,7 @@ public final class Transformer {
         if (targets != null) {
             ctx.ops().crossEntropy(losses, gradScale != 0 ? logits : null, logits, targets, rows, v, gradScale);
         }
-        ctx.stash().save("ids", ids);
+        ctx.stash().save("ids", StashKind.TOKEN_IDS, ids);
         return logits;
     }
 

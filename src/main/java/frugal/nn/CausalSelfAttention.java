@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.stash.StashKind;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -36,9 +37,10 @@ public final class CausalSelfAttention {
         qkv.forward(ctx, q, x, rows);
         if (ropeTheta > 0) ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
         ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
-        ctx.stash().save(name + ".qkv", q);
-        ctx.stash().save(name + ".att", att);
-        ctx.stash().save(name + ".lse", lse);
+        ctx.stash().save(name + ".qkv", StashKind.ATTENTION_QKV, q);
+        ctx.stash().save(name + ".att", StashKind.ATTENTION_OUTPUT, att);
+        ctx.stash().save(name + ".lse", StashKind.SOFTMAX_STATS, lse);
+        countAttentionGemms(ctx, batch, seq, 2);
         proj.forward(ctx, y, att, rows);
     }
 
@@ -50,7 +52,18 @@ public final class CausalSelfAttention {
         proj.backward(ctx, datt, dy, rows);
         ctx.ops().attentionBackward(dqkv, datt, ctx.stash().load(name + ".att"), ctx.stash().load(name + ".lse"),
                 ctx.stash().load(name + ".qkv"), batch, seq, nHead, nKvHead, headDim);
+        countAttentionGemms(ctx, batch, seq, 5);
         if (ropeTheta > 0) ctx.ops().rope(dqkv, batch, seq, nHead, nKvHead, headDim, ropeTheta, true);
         qkv.backward(ctx, dx, dqkv, rows);
+    }
+
+    /**
+     * Adds {@code products} causal [T×T]·[T×headDim] products per head to the ledger (2 in forward; 5 in backward,
+     * which recomputes the scores), at 16 bits: the fused attention kernels read full-precision operands.
+     */
+    private void countAttentionGemms(Context ctx, int batch, int seq, int products) {
+        double macs = (double) batch * nHead * seq * (seq + 1) / 2 * headDim;
+        long operands = (long) batch * seq * (nHead + 2L * nKvHead) * headDim;
+        for (int i = 0; i < products; i++) ctx.stash().ledger().gemm(macs, operands, 16, 0, 16);
     }
 }

@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
 /** fc → GELU(tanh) → proj. Stashes the pre-activation (GELU's input). */
@@ -21,7 +22,7 @@ public final class GeluMlp implements Mlp {
         Tensor act = ctx.buffers().get(name + ".gelu", rows, hidden);
         fc.forward(ctx, pre, x, rows);
         ctx.ops().geluForward(act, pre, (long) rows * hidden);
-        ctx.stash().save(name + ".fc", pre);
+        ctx.stash().save(name + ".fc", StashKind.ACTIVATION_INPUT, pre);
         proj.forward(ctx, y, act, rows);
     }
 

@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.stash.StashKind;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -22,9 +23,9 @@ public final class LayerNorm implements Norm {
         int cols = (int) weight.value().size();
         Tensor mean = ctx.buffers().get(name + ".mean", DType.F32, rows), rstd = ctx.buffers().get(name + ".rstd", DType.F32, rows);
         ctx.ops().layerNormForward(out, mean, rstd, x, weight.value(), bias.value(), rows, cols, eps);
-        ctx.stash().save(name + ".in", x);
-        ctx.stash().save(name + ".mean", mean);
-        ctx.stash().save(name + ".rstd", rstd);
+        ctx.stash().save(name + ".in", StashKind.NORM_INPUT, x);
+        ctx.stash().save(name + ".mean", StashKind.NORM_STATS, mean);
+        ctx.stash().save(name + ".rstd", StashKind.NORM_STATS, rstd);
     }
 
     @Override

@@ -1,5 +1,8 @@
 package frugal.nn;
 
+import frugal.stash.QuantPoint;
+import frugal.stash.Stash;
+import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
 /**
@@ -30,10 +33,13 @@ public final class Linear {
         return out;
     }
 
-    /** y[rows, out] = x[rows, in]·Wᵀ + b; stashes x. */
+    /** y[rows, out] = x[rows, in]·Wᵀ + b; stashes x (DSQ's q1), with x and W as the GEMM reads them at q0. */
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
-        ctx.stash().save(name + ".in", x);
-        apply(ctx, y, x, rows);
+        Stash s = ctx.stash();
+        s.save(name + ".in", StashKind.LINEAR_INPUT, x);
+        Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
+        ctx.ops().linearForward(y, xq, wq, bias == null ? null : bias.value(), rows, out, in);
+        s.ledger().gemm((double) rows * out * in, x.size(), s.bits(QuantPoint.Q0), wq.size(), s.bits(QuantPoint.Q0));
     }
 
     /** The forward computation without stashing (inference). */
@@ -41,11 +47,18 @@ public final class Linear {
         ctx.ops().linearForward(y, x, weight.compute(), bias == null ? null : bias.value(), rows, out, in);
     }
 
-    /** dx[rows, in] = dy·W (overwrites); dW += dyᵀ·x; db += Σ dy. */
+    /** dx[rows, in] = dy·W (overwrites); dW += dyᵀ·x; db += Σ dy. Both GEMMs read dy at q2; W at q3. */
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
-        Tensor x = ctx.stash().load(name + ".in");
-        ctx.ops().matmul(weight.grad(), dy, x, out, in, rows, true, false, true);
+        Stash s = ctx.stash();
+        Tensor x = s.load(name + ".in");
+        Tensor dyq = s.gemmOperand(QuantPoint.Q2, "a", dy);
+        ctx.ops().matmul(weight.grad(), dyq, x, out, in, rows, true, false, true);
+        s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), x.size(), s.bits(name + ".in"));
         if (bias != null) ctx.ops().biasBackward(bias.grad(), dy, rows, out);
-        if (dx != null) ctx.ops().matmul(dx, dy, weight.compute(), rows, in, out, false, false, false);
+        if (dx != null) {
+            Tensor wq = s.gemmOperand(QuantPoint.Q3, "b", weight.compute());
+            ctx.ops().matmul(dx, dyq, wq, rows, in, out, false, false, false);
+            s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), wq.size(), s.bits(QuantPoint.Q3));
+        }
     }
 }

@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.stash.StashKind;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -20,8 +21,8 @@ public final class RmsNorm implements Norm {
         int cols = (int) weight.value().size();
         Tensor rstd = ctx.buffers().get(name + ".rstd", DType.F32, rows);
         ctx.ops().rmsNormForward(out, rstd, x, weight.value(), rows, cols, eps);
-        ctx.stash().save(name + ".in", x);
-        ctx.stash().save(name + ".rstd", rstd);
+        ctx.stash().save(name + ".in", StashKind.NORM_INPUT, x);
+        ctx.stash().save(name + ".rstd", StashKind.NORM_STATS, rstd);
     }
 
     @Override

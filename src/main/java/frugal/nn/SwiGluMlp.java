@@ -1,5 +1,6 @@
 package frugal.nn;
 
+import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
 /** Fused gate/up projection → silu(gate)·up → down. Stashes the gate/up projection. */
@@ -21,7 +22,7 @@ public final class SwiGluMlp implements Mlp {
         Tensor act = ctx.buffers().get(name + ".act", rows, hidden);
         gateUp.forward(ctx, gu, x, rows);
         ctx.ops().swigluForward(act, gu, rows, hidden);
-        ctx.stash().save(name + ".gate_up", gu);
+        ctx.stash().save(name + ".gate_up", StashKind.ACTIVATION_INPUT, gu);
         down.forward(ctx, y, act, rows);
     }
 

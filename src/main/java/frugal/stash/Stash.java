@@ -1,36 +1,177 @@
 package frugal.stash;
 
+import frugal.FrugalException;
+import frugal.backend.Backend;
+import frugal.nn.Workspace;
+import frugal.quant.QuantFormat;
+import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.util.HashMap;
 import java.util.Map;
 
 /**
- * Every tensor a module saves in forward for its backward goes through here, by name
- * ({@code h3.attn.qkv}). The policy today is "keep" (a reference to the producer's buffer, no copy);
- * quantize (DSQ) and recompute (Lynx) policies plug in behind the same two calls. The ledger counts
- * bytes saved and read: the measure of what those policies save.
+ * Every tensor a module saves in forward for its backward goes through here, by name ({@code h3.attn.qkv}) and
+ * {@link StashKind kind}. The {@link StashPolicy} says per kind whether the tensor is kept (a reference to the
+ * producer's buffer, no copy) or quantized into a packed buffer of its own (DSQ), dequantized again when backward
+ * loads it. The same policy quantizes the GEMM operands of every linear layer ({@link #gemmOperand}, DSQ's q0–q3).
+ * The {@link StashLedger} counts what all of it costs.
+ *
+ * <p>On the CPU the producer still writes its full-precision output, which is quantized right after; a loaded tensor
+ * is dequantized into one of a few scratch buffers shared by all layers, valid until {@value #READ_BUFFERS} more loads.
  */
 public final class Stash {
-    private final Map<String, Tensor> saved = new HashMap<>();
+    private static final int READ_BUFFERS = 4;
+
+    private final Backend ops;
+    private final StashPolicy policy;
+    private final long seed;
+    private final StashLedger ledger = new StashLedger();
+    private final Map<String, Entry> saved = new HashMap<>();
+    /** Quantized entries of this forward by source buffer and format, so that a tensor saved twice is stored once. */
+    private final Map<Source, Entry> bySource = new HashMap<>();
+    private final Map<String, Tensor> packedBuffers = new HashMap<>();
+    private final Workspace scratch;
+    private int step;
+    private long quantizeCalls;
+    private long reads;
     private long bytesSaved;
     private long bytesRead;
 
-    public void save(String name, Tensor t) {
-        saved.put(name, t);
-        bytesSaved += t.byteSize();
+    private record Source(long address, long bytes, QuantFormat format) {
+    }
+
+    /** A saved tensor: kept as is (packed == null), or packed in a format. */
+    private record Entry(StashKind kind, Tensor kept, Tensor packed, Tensor scales, QuantFormat format, int[] shape) {
+        long bytes() {
+            return kept != null ? kept.byteSize() : format.bytes(Tensor.count(shape));
+        }
+    }
+
+    public Stash(Backend ops, StashPolicy policy, long seed) {
+        this.ops = ops;
+        this.policy = policy;
+        this.seed = seed;
+        this.scratch = new Workspace(ops);
+    }
+
+    /** A stash that keeps everything at full precision. */
+    public static Stash keep(Backend ops) {
+        return new Stash(ops, StashPolicy.keep(), 0);
+    }
+
+    public StashPolicy policy() {
+        return policy;
+    }
+
+    public StashLedger ledger() {
+        return ledger;
+    }
+
+    /** Starts a training step: the policy's stage for it, fresh rounding seeds, a fresh ledger. */
+    public void beginStep(int step) {
+        this.step = step;
+        quantizeCalls = 0;
+        policy.beginStep(step);
+        ledger.reset();
+    }
+
+    public void save(String name, StashKind kind, Tensor t) {
+        QuantFormat f = kind == StashKind.TOKEN_IDS ? null : policy.format(kind);
+        long bf16 = t.dtype() == DType.F32 && kind != StashKind.SOFTMAX_STATS && kind != StashKind.NORM_STATS ? 2 * t.size() : t.byteSize();
+        if (f == null) {
+            saved.put(name, new Entry(kind, t, null, null, null, t.shape()));
+            boolean shared = bySource.containsKey(new Source(t.data().address(), t.byteSize(), null));
+            if (!shared) {
+                bySource.put(new Source(t.data().address(), t.byteSize(), null), saved.get(name));
+                ledger.stashed(kind, t.byteSize(), bf16);
+            }
+            bytesSaved += t.byteSize();
+            return;
+        }
+        if (t.dtype() != DType.F32) throw new FrugalException("stash " + name + ": only F32 tensors can be quantized, got " + t);
+        Source source = new Source(t.data().address(), t.byteSize(), f);
+        Entry same = bySource.get(source);
+        if (same != null) { // e.g. attention's output is also the output projection's input
+            saved.put(name, same);
+            return;
+        }
+        long n = t.size();
+        Tensor buffer = packedBuffers.get(name);
+        long capacity = policy.maxQuantizedBytes(kind, n);
+        if (buffer == null || buffer.byteSize() < capacity) {
+            buffer = ops.allocate(DType.I8, Math.toIntExact(capacity));
+            packedBuffers.put(name, buffer);
+        }
+        Tensor packed = buffer.slice(0, Math.toIntExact(f.packedBytes(n)));
+        Tensor scales = buffer.slice(f.packedBytes(n), Math.toIntExact(f.scalesBytes(n)));
+        try {
+            ops.quantize(packed, scales, t, n, f, nextSeed());
+        } catch (FrugalException e) {
+            throw new FrugalException("step " + step + ", stash " + name + " (" + kind.key() + "): " + e.getMessage(), e);
+        }
+        Entry e = new Entry(kind, null, packed, scales, f, t.shape());
+        saved.put(name, e);
+        bySource.put(source, e);
+        ledger.stashed(kind, e.bytes(), bf16);
+        bytesSaved += e.bytes();
     }
 
     public Tensor load(String name) {
-        Tensor t = saved.get(name);
-        if (t == null) throw new IllegalStateException("nothing stashed under " + name + " (backward without forward?)");
-        bytesRead += t.byteSize();
-        return t;
+        Entry e = saved.get(name);
+        if (e == null) throw new IllegalStateException("nothing stashed under " + name + " (backward without forward?)");
+        ledger.readBack(e.kind, e.bytes());
+        bytesRead += e.bytes();
+        if (e.kept != null) return e.kept;
+        Tensor out = scratch.get("read." + (reads++ % READ_BUFFERS), DType.F32, e.shape);
+        ops.dequantize(out, e.packed, e.scales, out.size(), e.format);
+        return out;
+    }
+
+    /**
+     * A GEMM operand as quantization point {@code point} sees it: t itself when the point keeps full precision,
+     * otherwise t quantized and dequantized into a scratch buffer of its {@code role} (at most one live operand per
+     * role), which stands for a GEMM reading low-bit operands (there is no low-bit GEMM on the CPU).
+     */
+    public Tensor gemmOperand(QuantPoint point, String role, Tensor t) {
+        QuantFormat f = policy.format(point);
+        if (point == QuantPoint.Q2) ledger.gradient(f == null ? 2 * t.size() : f.bytes(t.size()), t.size());
+        if (f == null) return t;
+        long n = t.size();
+        Tensor packed = scratch.get("gemm.packed." + role, DType.I8, Math.toIntExact(f.bytes(n)));
+        Tensor p = packed.slice(0, Math.toIntExact(f.packedBytes(n))), s = packed.slice(f.packedBytes(n), Math.toIntExact(f.scalesBytes(n)));
+        Tensor out = scratch.get("gemm." + role, DType.F32, t.shape());
+        try {
+            ops.quantize(p, s, t, n, f, nextSeed());
+        } catch (FrugalException e) {
+            throw new FrugalException("step " + step + ", " + point.key() + " operand (" + role + "): " + e.getMessage(), e);
+        }
+        ops.dequantize(out, p, s, n, f);
+        return out;
+    }
+
+    /** Bits per value of what point p hands a GEMM: its format's, scales included, or 16 for full precision. */
+    public double bits(QuantPoint point) {
+        QuantFormat f = policy.format(point);
+        return f == null ? 16 : f.bitsPerValue();
+    }
+
+    /** Bits per value of the stashed tensor saved under name (16 when kept). */
+    public double bits(String name) {
+        Entry e = saved.get(name);
+        if (e == null) throw new IllegalStateException("nothing stashed under " + name);
+        return e.format == null ? 16 : e.format.bitsPerValue();
+    }
+
+    private long nextSeed() {
+        return seed * 0x9E3779B97F4A7C15L + ((long) step << 32) + quantizeCalls++;
     }
 
     /** Forgets everything saved (after backward, or after a forward that needs no backward). */
     public void clear() {
         saved.clear();
+        bySource.clear();
+        ledger.released();
     }
 
     public long bytesSaved() {
@@ -41,8 +182,8 @@ public final class Stash {
         return bytesRead;
     }
 
-    /** Bytes held right now: the activation memory backward will need. */
+    /** Bytes held right now: the activation memory backward will need (a tensor saved twice counted once). */
     public long bytesHeld() {
-        return saved.values().stream().mapToLong(Tensor::byteSize).sum();
+        return bySource.values().stream().mapToLong(Entry::bytes).sum();
     }
 }

@@ -13,6 +13,7 @@ import frugal.model.ModelConfig;
 import frugal.model.ModelFiles;
 import frugal.model.Transformer;
 import frugal.nn.Context;
+import frugal.stash.StashPolicy;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 import me.tongfei.progressbar.ProgressBar;
@@ -32,12 +33,21 @@ import java.util.Map;
  * exact resumption (the data position and optimizer state travel in the checkpoint).
  */
 public final class Trainer {
+    private static final String STASH_POLICY = "stash.policy";
+    private static final String STASH_SCHEDULE = "stash.schedule";
     private final TrainOptions o;
     private final PrintStream log;
+    private StashOptions stash = StashOptions.KEEP;
 
     public Trainer(TrainOptions options, PrintStream log) {
         this.o = options;
         this.log = log;
+    }
+
+    /** What the run does with tensors saved for backward (default: keep them at full precision). */
+    public Trainer withStash(StashOptions stash) {
+        this.stash = stash;
+        return this;
     }
 
     /** What a finished run reports. */
@@ -106,7 +116,10 @@ public final class Trainer {
             log.printf("model %s: %,d parameters, %d layers × %d wide; %s tokenizer; batch %d × %d × %d accumulation; %s%n",
                     config.family().name().toLowerCase(), model.params().count(), config.layers(), config.dim(),
                     tokenizer.name(), batch, seq, o.accumulation(), ops.name());
-            Context ctx = Context.of(ops);
+            StashPolicy stashPolicy = saved.containsKey(STASH_POLICY) ? StashPolicy.parse(saved.get(STASH_POLICY), steps) : stash.policy(steps);
+            if (saved.containsKey(STASH_SCHEDULE)) stashPolicy.schedule().restore(saved.get(STASH_SCHEDULE));
+            if (stashPolicy.quantizes()) log.printf("stash: %d stage(s) of quantization points [q0, q1, q2, q3]%n", stashPolicy.schedule().stages());
+            Context ctx = Context.of(ops, stashPolicy, seed);
             int rows = batch * seq;
             Tensor ids = ops.allocate(DType.I32, rows), targets = ops.allocate(DType.I32, rows), losses = ops.allocate(DType.F32, rows);
             int[] in = new int[rows], tg = new int[rows];
@@ -118,6 +131,11 @@ public final class Trainer {
                 for (int step = firstStep; step <= steps; step++) {
                     long start = System.nanoTime();
                     float rate = schedule.at(step);
+                    int stage = stashPolicy.stage();
+                    ctx.stash().beginStep(step);
+                    if (stashPolicy.quantizes() && (step == firstStep || stashPolicy.stage() != stage)) {
+                        log.printf("step %d: stash %s%n", step, stashPolicy.describeStage());
+                    }
                     model.params().zeroGrad();
                     loss = 0;
                     for (int micro = 0; micro < o.accumulation(); micro++) {
@@ -134,10 +152,12 @@ public final class Trainer {
                     }
                     float gradNorm = optimizer.step(rate, o.clip());
                     if (!Float.isFinite(gradNorm)) throw diverged(step, "the gradient norm", gradNorm, checkpointFile, savedStep);
+                    stashPolicy.schedule().observe(step, loss);
                     double seconds = (System.nanoTime() - start) / 1e9;
                     double tokensPerSecond = rows * o.accumulation() / seconds;
                     ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", rate)
                             .put("grad_norm", gradNorm).put("tokens_per_s", tokensPerSecond).put("ms", seconds * 1e3);
+                    StashMetrics.put(record, ctx.stash(), rows, o.accumulation());
                     if (step % evalInterval == 0 || step == steps) {
                         valLoss = evaluator.evaluate(data.validation(), batch, seq, o.evalBatches() * batch).loss();
                         record.put("val_loss", valLoss);
@@ -156,6 +176,8 @@ public final class Trainer {
                         state.put("seq", Integer.toString(seq));
                         state.put("seed", Long.toString(seed));
                         state.put("data", data.state());
+                        state.put(STASH_POLICY, stashPolicy.text());
+                        state.put(STASH_SCHEDULE, stashPolicy.schedule().state());
                         Checkpoint.save(checkpointFile, model, optimizer, ops, state);
                         savedStep = step;
                     }

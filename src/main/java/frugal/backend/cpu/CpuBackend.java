@@ -1,6 +1,7 @@
 package frugal.backend.cpu;
 
 import frugal.backend.Backend;
+import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
@@ -168,6 +169,16 @@ public final class CpuBackend implements Backend {
     public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2,
                       float eps, float weightDecay, int step, Tensor normSquared, float maxNorm) {
         CpuOptimizer.adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, step, normSquared, maxNorm);
+    }
+
+    @Override
+    public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
+        CpuQuant.quantize(packed, scales, src, n, format, seed);
+    }
+
+    @Override
+    public void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
+        CpuQuant.dequantize(dst, packed, scales, n, format);
     }
 
     @Override
