@@ -6,16 +6,18 @@ import frugal.model.ModelConfig;
 import java.util.Map;
 import java.util.function.IntFunction;
 
-/** A named model shape with training defaults that suit it. */
-public record Preset(String name, IntFunction<ModelConfig> model, int batch, int seq, int steps, float lr, int warmup,
-                     int evalInterval, String description) {
+/** A named model shape with the tokenizer, corpus cap and training defaults that suit it. */
+public record Preset(String name, IntFunction<ModelConfig> model, String tokenizer, long maxBytes, int batch, int seq,
+                     int steps, float lr, int warmup, int evalInterval, String description) {
+
+    private static final long EIGHT_MB = 8_000_000;
 
     private static final Map<String, Preset> ALL = Map.of(
-            "tiny", new Preset("tiny", vocab -> ModelConfig.gpt2(vocab, 128, 128, 4, 4),
+            "tiny", new Preset("tiny", vocab -> ModelConfig.gpt2(vocab, 128, 128, 4, 4), "gpt2", EIGHT_MB,
                     8, 64, 300, 2e-3f, 30, 100, "GPT-2 shape, 4 layers × 128 wide: a few minutes on 2 cores"),
-            "llama-tiny", new Preset("llama-tiny", vocab -> ModelConfig.llama(vocab, 128, 128, 4, 4, 2, 352),
+            "llama-tiny", new Preset("llama-tiny", vocab -> ModelConfig.llama(vocab, 128, 128, 4, 4, 2, 352), "gpt2", EIGHT_MB,
                     8, 64, 300, 2e-3f, 30, 100, "Llama shape (RMSNorm, RoPE, SwiGLU, GQA 4:2), 4 layers × 128 wide"),
-            "gpt2-124m", new Preset("gpt2-124m", vocab -> ModelConfig.gpt2(vocab, 1024, 768, 12, 12),
+            "gpt2-124m", new Preset("gpt2-124m", vocab -> ModelConfig.gpt2(vocab, 1024, 768, 12, 12), "gpt2", EIGHT_MB,
                     4, 64, 1000, 6e-4f, 100, 250, "GPT-2 small: 12 layers × 768 wide, 1024 positions"));
 
     public static Preset byName(String name) {
