@@ -1,13 +1,17 @@
 package frugal.backend.cpu;
 
 import frugal.tensor.Tensor;
+import jdk.incubator.vector.FloatVector;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
 
-import static frugal.backend.cpu.Vec.axpy;
+import static frugal.backend.cpu.Vec.L;
+import static frugal.backend.cpu.Vec.S;
 import static frugal.backend.cpu.Vec.dot;
 import static frugal.backend.cpu.Vec.get;
 import static frugal.backend.cpu.Vec.set;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 
 /**
  * RoPE and causal grouped-query attention. Forward keeps only the row log-sum-exp; backward rebuilds the
@@ -49,30 +53,28 @@ final class CpuAttention {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         MemorySegment x = qkv.data(), o = out.data(), l = lse.data();
         Parallel.forRange(batch * nHead, (p0, p1) -> {
-            float[] scores = new float[seq];
+            HeadScratch w = new HeadScratch(seq, headDim);
             for (int p = p0; p < p1; p++) {
                 int b = p / nHead, h = p % nHead, kvh = h / group;
                 long qOff = (long) h * headDim, kOff = (long) (nHead + kvh) * headDim, vOff = kOff + (long) nKvHead * headDim;
+                long rows = (long) b * seq * rowWidth;
+                w.loadTransposed(w.kT, x, rows + kOff, rowWidth);
+                w.loadRows(w.v, x, rows + vOff, rowWidth);
                 for (int t = 0; t < seq; t++) {
-                    long qRow = ((long) b * seq + t) * rowWidth;
+                    int n = t + 1;
+                    w.loadRow(w.q, x, rows + (long) t * rowWidth + qOff, scale);
+                    w.scores(w.s, w.q, w.kT, n);
                     float max = Float.NEGATIVE_INFINITY;
-                    for (int j = 0; j <= t; j++) {
-                        long kRow = ((long) b * seq + j) * rowWidth;
-                        scores[j] = dot(x, qRow + qOff, x, kRow + kOff, headDim) * scale;
-                        max = Math.max(max, scores[j]);
-                    }
+                    for (int j = 0; j < n; j++) max = Math.max(max, w.s[j]);
                     double sum = 0;
-                    for (int j = 0; j <= t; j++) {
-                        scores[j] = (float) Math.exp(scores[j] - max);
-                        sum += scores[j];
+                    for (int j = 0; j < n; j++) {
+                        w.s[j] = (float) Math.exp(w.s[j] - max);
+                        sum += w.s[j];
                     }
-                    long oRow = ((long) b * seq + t) * outWidth + qOff;
-                    for (int i = 0; i < headDim; i++) set(o, oRow + i, 0f);
                     float inv = (float) (1.0 / sum);
-                    for (int j = 0; j <= t; j++) {
-                        long vRow = ((long) b * seq + j) * rowWidth + vOff;
-                        axpy(scores[j] * inv, x, vRow, o, oRow, headDim);
-                    }
+                    Arrays.fill(w.acc, 0f);
+                    for (int j = 0; j < n; j++) axpy(w.s[j] * inv, w.v, j * headDim, w.acc, 0, headDim);
+                    MemorySegment.copy(w.acc, 0, o, JAVA_FLOAT, 4 * (((long) b * seq + t) * outWidth + qOff), headDim);
                     set(l, ((long) b * nHead + h) * seq + t, max + (float) Math.log(sum));
                 }
             }
@@ -86,37 +88,120 @@ final class CpuAttention {
         MemorySegment x = qkv.data(), dx = dqkv.data(), dos = dout.data(), o = out.data(), l = lse.data();
         // Work is split by (batch, kv head) so that the k/v gradients shared by a head group have one writer.
         Parallel.forRange(batch * nKvHead, (p0, p1) -> {
+            HeadScratch w = new HeadScratch(seq, headDim);
+            float[] dk = new float[seq * headDim], dv = new float[seq * headDim];
             for (int p = p0; p < p1; p++) {
                 int b = p / nKvHead, kvh = p % nKvHead;
                 long kOff = (long) (nHead + kvh) * headDim, vOff = kOff + (long) nKvHead * headDim;
-                for (int t = 0; t < seq; t++) {
-                    long row = ((long) b * seq + t) * rowWidth;
-                    for (int i = 0; i < headDim; i++) {
-                        set(dx, row + kOff + i, 0f);
-                        set(dx, row + vOff + i, 0f);
-                    }
-                    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                        for (int i = 0; i < headDim; i++) set(dx, row + (long) h * headDim + i, 0f);
-                    }
-                }
+                long rows = (long) b * seq * rowWidth, outRows = (long) b * seq * outWidth;
+                w.loadTransposed(w.kT, x, rows + kOff, rowWidth);
+                w.loadTransposed(w.vT, x, rows + vOff, rowWidth);
+                w.loadRows(w.k, x, rows + kOff, rowWidth);
+                Arrays.fill(dk, 0f);
+                Arrays.fill(dv, 0f);
                 for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                     long qOff = (long) h * headDim;
                     for (int t = 0; t < seq; t++) {
-                        long qRow = ((long) b * seq + t) * rowWidth, oRow = ((long) b * seq + t) * outWidth + qOff;
+                        int n = t + 1;
+                        long oRow = outRows + (long) t * outWidth + qOff;
                         float rowLse = get(l, ((long) b * nHead + h) * seq + t);
                         float delta = dot(dos, oRow, o, oRow, headDim);
-                        for (int j = 0; j <= t; j++) {
-                            long kRow = ((long) b * seq + j) * rowWidth;
-                            float prob = (float) Math.exp(dot(x, qRow + qOff, x, kRow + kOff, headDim) * scale - rowLse);
-                            float dprob = dot(dos, oRow, x, kRow + vOff, headDim);
-                            float dscore = prob * (dprob - delta) * scale;
-                            axpy(dscore, x, kRow + kOff, dx, qRow + qOff, headDim);
-                            axpy(dscore, x, qRow + qOff, dx, kRow + kOff, headDim);
-                            axpy(prob, dos, oRow, dx, kRow + vOff, headDim);
+                        w.loadRow(w.q, x, rows + (long) t * rowWidth + qOff, 1f);
+                        w.loadRow(w.dout, dos, oRow, 1f);
+                        w.scores(w.s, w.q, w.kT, n);
+                        w.scores(w.dp, w.dout, w.vT, n);
+                        Arrays.fill(w.acc, 0f);
+                        for (int j = 0; j < n; j++) {
+                            float prob = (float) Math.exp(w.s[j] * scale - rowLse);
+                            float dscore = prob * (w.dp[j] - delta) * scale;
+                            axpy(dscore, w.k, j * headDim, w.acc, 0, headDim);
+                            axpy(dscore, w.q, 0, dk, j * headDim, headDim);
+                            axpy(prob, w.dout, 0, dv, j * headDim, headDim);
                         }
+                        MemorySegment.copy(w.acc, 0, dx, JAVA_FLOAT, 4 * (rows + (long) t * rowWidth + qOff), headDim);
                     }
+                }
+                for (int t = 0; t < seq; t++) {
+                    long row = rows + (long) t * rowWidth;
+                    MemorySegment.copy(dk, t * headDim, dx, JAVA_FLOAT, 4 * (row + kOff), headDim);
+                    MemorySegment.copy(dv, t * headDim, dx, JAVA_FLOAT, 4 * (row + vOff), headDim);
                 }
             }
         });
+    }
+
+    /**
+     * One thread's copies of a head's keys and values in heap arrays. Keys (and values, in backward) are also held
+     * transposed, [headDim][seq rounded up to the vector length], so that a query's scores against all keys are
+     * vector FMAs along the key axis rather than one horizontal reduction per key.
+     */
+    private static final class HeadScratch {
+        final int seq, seqPadded, headDim;
+        final float[] kT, vT, k, v, q, dout, s, dp, acc;
+
+        HeadScratch(int seq, int headDim) {
+            this.seq = seq;
+            this.headDim = headDim;
+            this.seqPadded = (seq + 4 * L - 1) / (4 * L) * (4 * L);
+            kT = new float[headDim * seqPadded];
+            vT = new float[headDim * seqPadded];
+            k = new float[seq * headDim];
+            v = new float[seq * headDim];
+            q = new float[headDim];
+            dout = new float[headDim];
+            s = new float[seqPadded];
+            dp = new float[seqPadded];
+            acc = new float[headDim];
+        }
+
+        /** dst[d * seqPadded + j] = src[first + j * stride + d]. */
+        void loadTransposed(float[] dst, MemorySegment src, long first, int stride) {
+            for (int j = 0; j < seq; j++) {
+                long base = first + (long) j * stride;
+                for (int d = 0; d < headDim; d++) dst[d * seqPadded + j] = get(src, base + d);
+            }
+        }
+
+        /** dst[j * headDim + d] = src[first + j * stride + d]. */
+        void loadRows(float[] dst, MemorySegment src, long first, int stride) {
+            for (int j = 0; j < seq; j++) {
+                MemorySegment.copy(src, JAVA_FLOAT, 4 * (first + (long) j * stride), dst, j * headDim, headDim);
+            }
+        }
+
+        void loadRow(float[] dst, MemorySegment src, long first, float scale) {
+            MemorySegment.copy(src, JAVA_FLOAT, 4 * first, dst, 0, headDim);
+            if (scale != 1f) for (int d = 0; d < headDim; d++) dst[d] *= scale;
+        }
+
+        /** out[j] = Σ_d row[d]·colsT[d][j] for j < n (and a few past n, up to the next multiple of 4 vectors). */
+        void scores(float[] out, float[] row, float[] colsT, int n) {
+            int end = (n + 4 * L - 1) / (4 * L) * (4 * L);
+            for (int j = 0; j < end; j += 4 * L) {
+                FloatVector a0 = FloatVector.zero(S), a1 = a0, a2 = a0, a3 = a0;
+                for (int d = 0; d < headDim; d++) {
+                    FloatVector r = FloatVector.broadcast(S, row[d]);
+                    int c = d * seqPadded + j;
+                    a0 = FloatVector.fromArray(S, colsT, c).fma(r, a0);
+                    a1 = FloatVector.fromArray(S, colsT, c + L).fma(r, a1);
+                    a2 = FloatVector.fromArray(S, colsT, c + 2 * L).fma(r, a2);
+                    a3 = FloatVector.fromArray(S, colsT, c + 3 * L).fma(r, a3);
+                }
+                a0.intoArray(out, j);
+                a1.intoArray(out, j + L);
+                a2.intoArray(out, j + 2 * L);
+                a3.intoArray(out, j + 3 * L);
+            }
+        }
+    }
+
+    /** y[yi+j] += alpha·x[xi+j] for j < n, on heap arrays. */
+    private static void axpy(float alpha, float[] x, int xi, float[] y, int yi, int n) {
+        int j = 0;
+        FloatVector va = FloatVector.broadcast(S, alpha);
+        for (; j <= n - L; j += L) {
+            FloatVector.fromArray(S, x, xi + j).fma(va, FloatVector.fromArray(S, y, yi + j)).intoArray(y, yi + j);
+        }
+        for (; j < n; j++) y[yi + j] += alpha * x[xi + j];
     }
 }
