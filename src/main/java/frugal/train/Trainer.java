@@ -47,11 +47,7 @@ public final class Trainer {
         this.log = log;
     }
 
-    /** What a session reports: the last step it trained, its loss, the last evaluation's loss (NaN if none). */
-    public record Summary(int lastStep, double lastLoss, double valLoss, Path checkpoint) {
-    }
-
-    public Summary run() {
+    public void run() {
         Preset preset = Preset.byName(o.preset());
         Path out = o.out();
         Path checkpointFile = out.resolve(Checkpoint.FILE);
@@ -102,7 +98,7 @@ public final class Trainer {
             }
             if (firstStep > lastStep) {
                 log.printf("the checkpoint is at step %d of %d: nothing to train%n", firstStep - 1, s.steps());
-                return new Summary(firstStep - 1, Double.NaN, Double.NaN, checkpointFile);
+                return;
             }
             log.printf("model %s: %,d parameters, %d layers × %d wide; %s tokenizer; batch %d × %d × %d accumulation; %s%n",
                     config.family().name().toLowerCase(), model.params().count(), config.layers(), config.dim(),
@@ -112,7 +108,8 @@ public final class Trainer {
             int[] microIn = new int[rows], microTg = new int[rows];
             Evaluator evaluator = new Evaluator(model, ops);
             RecentRate rate = new RecentRate(RATE_WINDOW);
-            double loss = Double.NaN, valLoss = Double.NaN;
+            double valLoss = Double.NaN;
+            boolean graphReplay;
             try (Metrics metrics = new Metrics(out.resolve("metrics.jsonl"), firstStep - 1);
                  TrainStep trainStep = new TrainStep(model, optimizer, ops, Context.of(ops), s.batch(), s.seq(),
                          s.accumulation(), s.clip(), true);
@@ -125,7 +122,7 @@ public final class Trainer {
                         System.arraycopy(microIn, 0, in, micro * rows, rows);
                         System.arraycopy(microTg, 0, tg, micro * rows, rows);
                     }
-                    loss = trainStep.run(in, tg, lr);
+                    double loss = trainStep.run(in, tg, lr);
                     if (!Double.isFinite(loss)) {
                         throw new FrugalException("step " + step + ": the loss is " + loss + " (training diverged); "
                                 + (Files.exists(checkpointFile) ? "the last checkpoint " + checkpointFile + " is intact"
@@ -133,7 +130,7 @@ public final class Trainer {
                     }
                     float gradNorm = trainStep.gradNorm();
                     long nanos = System.nanoTime() - start;
-                    long tokens = (long) in.length;
+                    long tokens = in.length;
                     rate.add(tokens, nanos);
                     ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", lr)
                             .put("grad_norm", gradNorm).put("tokens_per_s", tokens * 1e9 / nanos).put("ms", nanos / 1e6);
@@ -154,11 +151,12 @@ public final class Trainer {
                         Checkpoint.save(checkpointFile, model, optimizer, ops, state);
                     }
                 }
+                graphReplay = trainStep.replaying();
             }
             if (Double.isFinite(valLoss)) log.printf("eval loss %.4f (perplexity %.2f)%n", valLoss, Math.exp(valLoss));
             if (lastStep < s.steps()) {
                 log.printf("stopped after step %d of %d; checkpoint %s (continue with --resume)%n", lastStep, s.steps(), checkpointFile);
-                return new Summary(lastStep, loss, valLoss, checkpointFile);
+                return;
             }
             Path modelDir = out.resolve("model");
             ModelFiles.save(model, ops, modelDir);
@@ -166,12 +164,12 @@ public final class Trainer {
             if (o.sampleTokens() > 0) {
                 log.println("sample:");
                 StreamDecoder text = new StreamDecoder(tokenizer);
-                new Generator(model, ops).generate(new int[]{tokenizer.endOfText()}, o.sampleTokens(), 0.8f, 40, s.seed(),
+                new Generator(model, ops, s.seq()).generate(new int[]{tokenizer.endOfText()}, o.sampleTokens(), 0.8f, 40, s.seed(),
                         t -> log.print(text.next(t)));
                 log.println(text.flush());
             }
-            log.printf("done: %d steps; checkpoint %s, model %s%n", lastStep, checkpointFile, modelDir);
-            return new Summary(lastStep, loss, valLoss, checkpointFile);
+            log.printf("done: %d steps%s; checkpoint %s, model %s%n", lastStep,
+                    graphReplay ? " (replayed as a CUDA graph)" : "", checkpointFile, modelDir);
         } catch (IOException e) {
             throw new FrugalException("cannot write into " + out + ": " + e.getMessage(), e);
         }
