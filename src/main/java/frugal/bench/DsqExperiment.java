@@ -62,8 +62,8 @@ public final class DsqExperiment {
             String s = setting.name();
             Path out = runs.resolve(s);
             if (!finished(out, steps)) {
-                TrainOptions o = new TrainOptions("tiny", null, null, null, "gpt2", 8_000_000, null, null, steps, 1, null, 0.1f,
-                        null, 0.1f, 1f, null, 8, SEED, out, false, 100, 0, "cpu", false);
+                TrainOptions o = new TrainOptions("tiny", null, null, null, "gpt2", 8_000_000L, 8, 64, steps, 1, null, 0.1f,
+                        null, 0.1f, 1f, null, 8, SEED, out, false, 100, null, 0, "cpu", false);
                 new Trainer(o, System.out).withStash(setting.stash()).run();
             }
             List<JsonNode> h = read(out.resolve("metrics.jsonl"));

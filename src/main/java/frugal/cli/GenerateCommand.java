@@ -3,6 +3,7 @@ package frugal.cli;
 import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.backend.Backends;
+import frugal.data.StreamDecoder;
 import frugal.data.Tokenizer;
 import frugal.model.Transformer;
 import frugal.train.Generator;
@@ -11,7 +12,7 @@ import picocli.CommandLine.Option;
 
 import java.nio.file.Path;
 
-/** {@code frugal generate}: sample a continuation of a prompt. */
+/** {@code frugal generate}: sample a continuation of a prompt, printed as the tokens come. */
 @Command(name = "generate", mixinStandardHelpOptions = true, description = "Sample text from a model.")
 final class GenerateCommand implements Runnable {
     @Option(names = "--model", required = true, description = "model folder or checkpoint")
@@ -39,11 +40,12 @@ final class GenerateCommand implements Runnable {
             Transformer m = ModelArgument.load(model, tok, ops);
             int[] ids = prompt.isEmpty() ? new int[]{tok.endOfText()} : tok.encode(prompt);
             System.out.print(prompt);
+            StreamDecoder text = new StreamDecoder(tok);
             new Generator(m, ops).generate(ids, tokens, temperature, topK, seed, t -> {
-                System.out.print(tok.decode(new int[]{t}));
+                System.out.print(text.next(t));
                 System.out.flush();
             });
-            System.out.println();
+            System.out.println(text.flush());
         }
     }
 }

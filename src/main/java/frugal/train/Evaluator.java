@@ -8,7 +8,10 @@ import frugal.tensor.Tensor;
 
 import java.lang.foreign.MemorySegment;
 
-/** Mean next-token loss over a token stream cut into non-overlapping windows of seq+1 tokens. */
+/**
+ * Mean next-token loss over a token stream cut into windows of seq+1 tokens, each starting on the previous one's last
+ * token: every token after the first is predicted once, from the preceding tokens of its window.
+ */
 public final class Evaluator {
     private final Transformer model;
     private final Backend ops;

@@ -13,30 +13,41 @@ import java.util.function.IntConsumer;
 
 /**
  * Samples tokens one at a time with temperature and top-k. Each token re-runs the model over the last
- * maxSeq tokens of the context (no KV cache: generation here is for samples, not serving).
+ * {@code window} tokens of the context (no KV cache: generation here is for samples, not serving).
  */
 public final class Generator {
     private final Transformer model;
     private final Backend ops;
     private final Context ctx;
+    private final int window;
 
+    /** Over the model's whole context. */
     public Generator(Transformer model, Backend ops) {
+        this(model, ops, model.config().maxSeq());
+    }
+
+    /** Over at most {@code window} tokens: a model trained on shorter sequences than it has positions knows no more. */
+    public Generator(Transformer model, Backend ops, int window) {
+        if (window <= 0 || window > model.config().maxSeq()) {
+            throw new IllegalArgumentException("window " + window + " outside 1.." + model.config().maxSeq());
+        }
         this.model = model;
         this.ops = ops;
         this.ctx = Context.of(ops);
+        this.window = window;
     }
 
     /** Appends {@code count} sampled tokens to the prompt, calling {@code onToken} for each. */
     public int[] generate(int[] prompt, int count, float temperature, int topK, long seed, IntConsumer onToken) {
         if (prompt.length == 0) throw new IllegalArgumentException("empty prompt");
-        int maxSeq = model.config().maxSeq(), vocab = model.config().vocabSize();
+        int vocab = model.config().vocabSize();
         Random rng = new Random(seed);
         int[] tokens = Arrays.copyOf(prompt, prompt.length + count);
         int length = prompt.length;
-        Tensor ids = ops.allocate(DType.I32, maxSeq);
+        Tensor ids = ops.allocate(DType.I32, window);
         float[] row = new float[vocab];
         for (int i = 0; i < count; i++) {
-            int start = Math.max(0, length - maxSeq), seq = length - start;
+            int start = Math.max(0, length - window), seq = length - start;
             Tensor window = ids.slice(0, seq);
             ops.upload(window, MemorySegment.ofArray(Arrays.copyOfRange(tokens, start, length)));
             Tensor logits = model.forward(ctx, window, null, null, 1, seq, 0f);

@@ -9,12 +9,13 @@ import frugal.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
 
 /**
- * One training step on fixed shapes, the whole of it on the backend: upload ids and targets; zero the gradients,
- * forward, backward, AdamW update; download the per-position losses. From the second call on, the device part is
- * captured once as a graph ({@link Backend#capture}) and replayed, where the backend can (CUDA); elsewhere it runs
- * op by op. The learning rate and step count reach the captured update through device memory
- * ({@link AdamW#prepare}). Parameter values written from outside after the capture (loading weights) are not seen
- * by the replayed step's compute copies: make a new TrainStep then.
+ * One training step on fixed shapes, the whole of it on the backend: upload ids and targets; zero the gradients;
+ * forward and backward over each micro-batch (gradients add up, each scaled by 1/all rows, so that accumulating
+ * k micro-batches of B sequences matches one batch of k·B); AdamW update; download the per-position losses. From
+ * the second call on, the device part is captured once as a graph ({@link Backend#capture}) and replayed, where
+ * the backend can (CUDA); elsewhere it runs op by op. The learning rate and step count reach the captured update
+ * through device memory ({@link AdamW#prepare}). Parameter values written from outside after the capture (loading
+ * weights) are not seen by the replayed step's compute copies: make a new TrainStep then.
  */
 public final class TrainStep implements AutoCloseable {
     private final Transformer model;
@@ -23,23 +24,34 @@ public final class TrainStep implements AutoCloseable {
     private final Context ctx;
     private final int batch;
     private final int seq;
+    private final int accumulation;
     private final float maxNorm;
     private final Tensor ids, targets, losses;
     private final float[] hostLosses;
     private boolean graphs;
+    /** Whether capture was attempted: a backend that cannot capture is not asked again every step. */
+    private boolean captureTried;
     private int calls;
     private Backend.Graph graph;
 
+    /** A step over one batch of {@code batch} sequences (no accumulation). */
     public TrainStep(Transformer model, AdamW optimizer, Backend ops, Context ctx, int batch, int seq, float maxNorm, boolean graphs) {
+        this(model, optimizer, ops, ctx, batch, seq, 1, maxNorm, graphs);
+    }
+
+    /** A step over {@code accumulation} micro-batches of {@code batch} sequences each. */
+    public TrainStep(Transformer model, AdamW optimizer, Backend ops, Context ctx, int batch, int seq, int accumulation,
+                     float maxNorm, boolean graphs) {
         this.model = model;
         this.optimizer = optimizer;
         this.ops = ops;
         this.ctx = ctx;
         this.batch = batch;
         this.seq = seq;
+        this.accumulation = accumulation;
         this.maxNorm = maxNorm;
         this.graphs = graphs;
-        int rows = batch * seq;
+        int rows = accumulation * batch * seq;
         ids = ops.allocate(DType.I32, rows);
         targets = ops.allocate(DType.I32, rows);
         losses = ops.allocate(DType.F32, rows);
@@ -56,12 +68,18 @@ public final class TrainStep implements AutoCloseable {
         return graphs && graph != null;
     }
 
-    /** Runs one step at learning rate lr on ids/targets [batch*seq]; returns the mean loss (before the update). */
+    /**
+     * Runs one step at learning rate lr on ids/targets [accumulation*batch*seq], micro-batch after micro-batch;
+     * returns the mean loss over all of them (before the update).
+     */
     public double run(int[] in, int[] tg, float lr) {
         ops.upload(ids, MemorySegment.ofArray(in));
         ops.upload(targets, MemorySegment.ofArray(tg));
         optimizer.prepare(lr);
-        if (graphs && graph == null && calls >= 1) graph = ops.capture(this::deviceStep);
+        if (graphs && !captureTried && calls >= 1) {
+            graph = ops.capture(this::deviceStep);
+            captureTried = true;
+        }
         if (graphs && graph != null) graph.replay();
         else deviceStep();
         calls++;
@@ -79,8 +97,12 @@ public final class TrainStep implements AutoCloseable {
     private void deviceStep() {
         int rows = batch * seq;
         model.params().zeroGrad();
-        model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
-        model.backward(ctx, batch, seq);
+        for (int micro = 0; micro < accumulation; micro++) {
+            int from = micro * rows;
+            model.forward(ctx, ids.slice(from, rows), targets.slice(from, rows), losses.slice(from, rows), batch, seq,
+                    1f / (rows * accumulation));
+            model.backward(ctx, batch, seq);
+        }
         optimizer.update(maxNorm);
     }
 

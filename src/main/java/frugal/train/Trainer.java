@@ -5,6 +5,7 @@ import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.backend.Backends;
 import frugal.data.Batches;
+import frugal.data.StreamDecoder;
 import frugal.data.Tokenizer;
 import frugal.data.Tokenizers;
 import frugal.io.AtomicFile;
@@ -14,25 +15,32 @@ import frugal.model.ModelFiles;
 import frugal.model.Transformer;
 import frugal.nn.Context;
 import frugal.stash.StashPolicy;
-import frugal.tensor.DType;
-import frugal.tensor.Tensor;
+import me.tongfei.progressbar.ConsoleProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.HashMap;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 
 /**
- * The training loop: batches → forward → backward → AdamW, with evaluation, metrics, checkpoints and
- * exact resumption (the data position and optimizer state travel in the checkpoint).
+ * The training loop: batches → {@link TrainStep} (forward, backward, AdamW; a replayed CUDA graph on GPUs) with
+ * evaluation, metrics, checkpoints and exact resumption. Everything a step depends on is in the checkpoint: the
+ * weights, AdamW's moments and step count (which also fixes the learning rate), the settings, and the data
+ * position — the only randomness in training is the data order, drawn from (seed, epoch) — so a resumed run
+ * computes bit for bit what the uninterrupted one would have.
  */
 public final class Trainer {
+    /** Steps over which the tok/s shown in the progress bar is averaged. */
+    private static final int RATE_WINDOW = 20;
+    /** Checkpoint state key of the data loader's position (the settings use their flags' names). */
+    private static final String DATA_POSITION = "data-position";
     private static final String STASH_POLICY = "stash.policy";
     private static final String STASH_SCHEDULE = "stash.schedule";
     private final TrainOptions o;
@@ -50,21 +58,30 @@ public final class Trainer {
         return this;
     }
 
-    /** What a finished run reports. */
-    public record Summary(int steps, double lastLoss, double valLoss, Path checkpoint) {
-    }
-
-    public Summary run() {
+    public void run() {
         Preset preset = Preset.byName(o.preset());
         Path out = o.out();
-        Path checkpointFile = out.resolve(Checkpoint.FILE), tokenizerFile = out.resolve("model").resolve("tokenizer.txt");
+        Path checkpointFile = out.resolve(Checkpoint.FILE);
         Checkpoint.Loaded resumed = null;
         if (o.resume()) {
             if (!Files.exists(checkpointFile)) throw new FrugalException(checkpointFile + ": no checkpoint to --resume from");
             resumed = Checkpoint.read(checkpointFile);
         }
         Map<String, String> saved = resumed != null ? resumed.state() : Map.of();
-        Tokenizer tokenizer = saved.containsKey("tokenizer") ? resumed.parse("tokenizer", Tokenizers::byName) : Tokenizers.byName(o.tokenizer());
+        List<String> overrides = new ArrayList<>();
+        TrainSettings s;
+        try {
+            s = TrainSettings.resolve(o, preset, saved, overrides);
+        } catch (FrugalException e) {
+            if (resumed == null) throw e;
+            throw new FrugalException(checkpointFile + ": " + e.getMessage(), e);
+        }
+        if (!overrides.isEmpty()) {
+            log.println("note: resuming with " + String.join(", ", overrides) + "; the loss curve will differ from an uninterrupted run's");
+        }
+        // A saved tokenizer name is parsed through the checkpoint so that a damaged one is reported against its file.
+        Tokenizer tokenizer = resumed != null && s.tokenizer().equals(saved.get("tokenizer"))
+                ? resumed.parse("tokenizer", Tokenizers::byName) : Tokenizers.byName(s.tokenizer());
         ModelConfig config;
         String configSource;
         if (resumed != null) {
@@ -79,32 +96,31 @@ public final class Trainer {
             configSource = "preset " + preset.name();
         }
         config.checkVocabulary(tokenizer.name(), tokenizer.vocabSize(), configSource);
-        int batch = saved.containsKey("batch") ? resumed.parse("batch", Integer::parseInt) : o.batch() != null ? o.batch() : preset.batch();
-        int seq = saved.containsKey("seq") ? resumed.parse("seq", Integer::parseInt) : o.seq() != null ? o.seq() : preset.seq();
-        long seed = saved.containsKey("seed") ? resumed.parse("seed", Long::parseLong) : o.seed();
-        Batches.State position = resumed != null ? resumed.parse("data", Batches.State::parse) : null;
-        int steps = o.steps() != null ? o.steps() : preset.steps();
-        float lr = o.lr() != null ? o.lr() : preset.lr();
-        int warmup = o.warmup() != null ? o.warmup() : Math.min(preset.warmup(), steps / 10);
-        int evalInterval = o.evalInterval() != null ? o.evalInterval() : preset.evalInterval();
-        if (batch <= 0 || seq <= 0 || steps <= 0 || o.accumulation() <= 0 || evalInterval <= 0) {
-            throw new FrugalException("batch, sequence length, steps, accumulation and evaluation interval must be positive");
+        if (s.batch() <= 0 || s.seq() <= 0 || s.steps() <= 0 || s.accumulation() <= 0) {
+            throw new FrugalException("batch, sequence length, steps and accumulation must be positive");
         }
-        if (!(lr >= 0 && Float.isFinite(lr))) throw new FrugalException("--lr " + lr + ": the learning rate must be a finite number ≥ 0");
-        config.checkSequence(seq, configSource);
+        if (!(s.lr() >= 0 && Float.isFinite(s.lr()))) {
+            throw new FrugalException("--lr " + s.lr() + ": the learning rate must be a finite number ≥ 0");
+        }
+        config.checkSequence(s.seq(), configSource);
+        int evalInterval = o.evalInterval() != null ? o.evalInterval() : preset.evalInterval();
+        if (evalInterval <= 0) throw new FrugalException("--eval-interval must be positive, got " + evalInterval);
+        int lastStep = o.stopAfter() != null ? Math.min(o.stopAfter(), s.steps()) : s.steps();
 
-        Batches data = Batches.load(o.data(), tokenizer, o.maxBytes(), batch, seq, seed, log);
-        LrSchedule schedule = new LrSchedule(lr, lr * o.minLrRatio(), warmup, steps);
+        Batches data = Batches.load(s.data(), tokenizer, s.maxBytes(), s.batch(), s.seq(), s.seed(), log);
+        LrSchedule schedule = new LrSchedule(s.lr(), s.lr() * s.minLrRatio(), s.warmup(), s.steps());
         try (Backend ops = Backends.create(o.device())) {
             Transformer model = new Transformer(config, ops);
             if (o.model() != null && resumed == null) ModelFiles.loadWeights(model, o.model(), ops);
-            else Init.initialize(model, ops, seed);
-            AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, o.weightDecay());
+            else Init.initialize(model, ops, s.seed());
+            AdamW optimizer = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, s.weightDecay());
             int firstStep = 1;
             // The step of the checkpoint on disk that belongs to this run (0: none yet), for the divergence message.
             int savedStep = 0;
             if (resumed != null) {
                 Checkpoint.restore(resumed, model, optimizer, ops);
+                String position = saved.get(DATA_POSITION);
+                if (position == null) throw new FrugalException(checkpointFile + ": the data position is missing");
                 try {
                     data.restore(position);
                 } catch (FrugalException e) {
@@ -113,89 +129,96 @@ public final class Trainer {
                 firstStep = resumed.step() + 1;
                 savedStep = resumed.step();
             }
+            if (firstStep > lastStep) {
+                log.printf("the checkpoint is at step %d of %d: nothing to train%n", firstStep - 1, s.steps());
+                return;
+            }
             log.printf("model %s: %,d parameters, %d layers × %d wide; %s tokenizer; batch %d × %d × %d accumulation; %s%n",
                     config.family().name().toLowerCase(), model.params().count(), config.layers(), config.dim(),
-                    tokenizer.name(), batch, seq, o.accumulation(), ops.name());
-            StashPolicy stashPolicy = saved.containsKey(STASH_POLICY) ? StashPolicy.parse(saved.get(STASH_POLICY), steps) : stash.policy(steps);
+                    tokenizer.name(), s.batch(), s.seq(), s.accumulation(), ops.name());
+            StashPolicy stashPolicy = saved.containsKey(STASH_POLICY)
+                    ? StashPolicy.parse(saved.get(STASH_POLICY), s.steps()) : stash.policy(s.steps());
             if (saved.containsKey(STASH_SCHEDULE)) stashPolicy.schedule().restore(saved.get(STASH_SCHEDULE));
-            if (stashPolicy.quantizes()) log.printf("stash: %d stage(s) of quantization points [q0, q1, q2, q3]%n", stashPolicy.schedule().stages());
-            Context ctx = Context.of(ops, stashPolicy, seed);
-            int rows = batch * seq;
-            Tensor ids = ops.allocate(DType.I32, rows), targets = ops.allocate(DType.I32, rows), losses = ops.allocate(DType.F32, rows);
-            int[] in = new int[rows], tg = new int[rows];
-            float[] hostLosses = new float[rows];
+            if (stashPolicy.quantizes()) {
+                log.printf("stash: %d stage(s) of quantization points [q0, q1, q2, q3]%n", stashPolicy.schedule().stages());
+            }
+            Context ctx = Context.of(ops, stashPolicy, s.seed());
+            int rows = s.batch() * s.seq();
+            int[] in = new int[rows * s.accumulation()], tg = new int[rows * s.accumulation()];
+            int[] microIn = new int[rows], microTg = new int[rows];
             Evaluator evaluator = new Evaluator(model, ops);
-            double loss = Double.NaN, valLoss = Double.NaN;
-            try (Metrics metrics = new Metrics(out.resolve("metrics.jsonl"), resumed != null);
-                 ProgressBar bar = progressBar(steps, firstStep - 1)) {
-                for (int step = firstStep; step <= steps; step++) {
+            RecentRate rate = new RecentRate(RATE_WINDOW);
+            double valLoss = Double.NaN;
+            boolean graphReplay;
+            try (Metrics metrics = new Metrics(out.resolve("metrics.jsonl"), firstStep - 1);
+                 TrainStep trainStep = new TrainStep(model, optimizer, ops, ctx, s.batch(), s.seq(),
+                         s.accumulation(), s.clip(), true);
+                 ProgressBar bar = progressBar(firstStep - 1, lastStep)) {
+                for (int step = firstStep; step <= lastStep; step++) {
                     long start = System.nanoTime();
-                    float rate = schedule.at(step);
+                    float lr = schedule.at(step);
                     int stage = stashPolicy.stage();
                     ctx.stash().beginStep(step);
                     if (stashPolicy.quantizes() && (step == firstStep || stashPolicy.stage() != stage)) {
                         log.printf("step %d: stash %s%n", step, stashPolicy.describeStage());
                     }
-                    model.params().zeroGrad();
-                    loss = 0;
-                    for (int micro = 0; micro < o.accumulation(); micro++) {
-                        data.nextTrain(in, tg);
-                        ops.upload(ids, MemorySegment.ofArray(in));
-                        ops.upload(targets, MemorySegment.ofArray(tg));
-                        model.forward(ctx, ids, targets, losses, batch, seq, 1f / (rows * o.accumulation()));
-                        ops.download(losses, MemorySegment.ofArray(hostLosses));
-                        double sum = 0;
-                        for (float l : hostLosses) sum += l;
-                        loss += sum / rows / o.accumulation();
-                        if (!Double.isFinite(loss)) throw diverged(step, "the loss", loss, checkpointFile, savedStep);
-                        model.backward(ctx, batch, seq);
+                    for (int micro = 0; micro < s.accumulation(); micro++) {
+                        data.nextTrain(microIn, microTg);
+                        System.arraycopy(microIn, 0, in, micro * rows, rows);
+                        System.arraycopy(microTg, 0, tg, micro * rows, rows);
                     }
-                    float gradNorm = optimizer.step(rate, o.clip());
+                    double loss = trainStep.run(in, tg, lr);
+                    if (!Double.isFinite(loss)) throw diverged(step, "the loss", loss, checkpointFile, savedStep);
+                    float gradNorm = trainStep.gradNorm();
                     if (!Float.isFinite(gradNorm)) throw diverged(step, "the gradient norm", gradNorm, checkpointFile, savedStep);
                     stashPolicy.schedule().observe(step, loss);
-                    double seconds = (System.nanoTime() - start) / 1e9;
-                    double tokensPerSecond = rows * o.accumulation() / seconds;
-                    ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", rate)
-                            .put("grad_norm", gradNorm).put("tokens_per_s", tokensPerSecond).put("ms", seconds * 1e3);
-                    StashMetrics.put(record, ctx.stash(), rows, o.accumulation());
-                    if (step % evalInterval == 0 || step == steps) {
-                        valLoss = evaluator.evaluate(data.validation(), batch, seq, o.evalBatches() * batch).loss();
+                    long nanos = System.nanoTime() - start;
+                    long tokens = in.length;
+                    rate.add(tokens, nanos);
+                    ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", lr)
+                            .put("grad_norm", gradNorm).put("tokens_per_s", tokens * 1e9 / nanos).put("ms", nanos / 1e6);
+                    StashMetrics.put(record, ctx.stash(), rows, s.accumulation());
+                    if (step % evalInterval == 0 || step == s.steps()) {
+                        valLoss = evaluator.evaluate(data.validation(), s.batch(), s.seq(), o.evalBatches() * s.batch()).loss();
                         record.put("val_loss", valLoss);
                     }
                     metrics.write(record);
                     if (bar != null) {
                         bar.stepTo(step);
-                        bar.setExtraMessage(String.format(" loss %.4f  %,.0f tok/s", loss, tokensPerSecond));
-                    } else if (step % 10 == 0 || step == steps) {
-                        log.printf("step %d/%d  loss %.4f  %,.0f tok/s%n", step, steps, loss, tokensPerSecond);
+                        bar.setExtraMessage(String.format(" loss %.3f %,.0f tok/s", loss, rate.perSecond()));
+                    } else if (step % 10 == 0 || step == lastStep) {
+                        log.printf("step %d/%d  loss %.4f  %,.0f tok/s%n", step, s.steps(), loss, rate.perSecond());
                     }
-                    if ((o.checkpointInterval() > 0 && step % o.checkpointInterval() == 0) || step == steps) {
-                        Map<String, String> state = new HashMap<>();
-                        state.put("tokenizer", tokenizer.name());
-                        state.put("batch", Integer.toString(batch));
-                        state.put("seq", Integer.toString(seq));
-                        state.put("seed", Long.toString(seed));
-                        state.put("data", data.state());
+                    if ((o.checkpointInterval() > 0 && step % o.checkpointInterval() == 0) || step == lastStep) {
+                        Map<String, String> state = s.toState();
+                        state.put(DATA_POSITION, data.state());
                         state.put(STASH_POLICY, stashPolicy.text());
                         state.put(STASH_SCHEDULE, stashPolicy.schedule().state());
                         Checkpoint.save(checkpointFile, model, optimizer, ops, state);
                         savedStep = step;
                     }
                 }
+                graphReplay = trainStep.replaying();
             }
             if (Double.isFinite(valLoss)) log.printf("eval loss %.4f (perplexity %.2f)%n", valLoss, Math.exp(valLoss));
-            ModelFiles.save(model, ops, out.resolve("model"));
-            Files.writeString(tokenizerFile, tokenizer.name() + "\n");
+            if (lastStep < s.steps()) {
+                log.printf("stopped after step %d of %d; checkpoint %s (continue with --resume)%n", lastStep, s.steps(), checkpointFile);
+                return;
+            }
+            Path modelDir = out.resolve("model");
+            ModelFiles.save(model, ops, modelDir);
+            Files.writeString(modelDir.resolve("tokenizer.txt"), tokenizer.name() + "\n");
             if (o.sampleTokens() > 0) {
                 log.println("sample:");
-                int[] prompt = {tokenizer.endOfText()};
-                new Generator(model, ops).generate(prompt, o.sampleTokens(), 0.8f, 40, seed,
-                        t -> log.print(tokenizer.decode(new int[]{t})));
-                log.println();
+                StreamDecoder text = new StreamDecoder(tokenizer);
+                new Generator(model, ops, s.seq()).generate(new int[]{tokenizer.endOfText()}, o.sampleTokens(), 0.8f, 40, s.seed(),
+                        t -> log.print(text.next(t)));
+                log.println(text.flush());
             }
-            return new Summary(steps, loss, valLoss, checkpointFile);
+            log.printf("done: %d steps%s; checkpoint %s, model %s%n", lastStep,
+                    graphReplay ? " (replayed as a CUDA graph)" : "", checkpointFile, modelDir);
         } catch (IOException e) {
-            throw new FrugalException(tokenizerFile + ": cannot write: " + AtomicFile.describe(e), e);
+            throw new FrugalException(out + ": cannot write: " + AtomicFile.describe(e), e);
         }
     }
 
@@ -205,11 +228,37 @@ public final class Trainer {
                 + ". Try a lower --lr or --clip.");
     }
 
-    private ProgressBar progressBar(int steps, int done) {
+    private ProgressBar progressBar(int done, int lastStep) {
         if (!o.progressBar()) return null;
-        ProgressBar bar = new ProgressBarBuilder().setTaskName("train").setInitialMax(steps)
-                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(500).showSpeed().build();
-        bar.stepTo(done);
-        return bar;
+        // startsFrom: the ETA of a resumed session counts only the steps it trains itself.
+        return new ProgressBarBuilder().setTaskName("train").setInitialMax(lastStep).startsFrom(done, Duration.ZERO)
+                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(500)
+                .setConsumer(new ConsoleProgressBarConsumer(log)).build();
+    }
+
+    /** Tokens per second over the last few steps: the first steps (JIT warm-up, graph capture) soon drop out. */
+    private static final class RecentRate {
+        private final long[] tokens, nanos;
+        private int count;
+
+        RecentRate(int window) {
+            tokens = new long[window];
+            nanos = new long[window];
+        }
+
+        void add(long stepTokens, long stepNanos) {
+            tokens[count % tokens.length] = stepTokens;
+            nanos[count % nanos.length] = stepNanos;
+            count++;
+        }
+
+        double perSecond() {
+            long t = 0, n = 0;
+            for (int i = 0; i < Math.min(count, tokens.length); i++) {
+                t += tokens[i];
+                n += nanos[i];
+            }
+            return n == 0 ? 0 : t * 1e9 / n;
+        }
     }
 }

@@ -351,11 +351,10 @@ class BadInputTest {
 
     @ParameterizedTest
     @CsvSource(delimiter = '|', value = {
-            "batch     | \"two\"     | saved batch \"two\" is invalid",
-            "batch     | 2           | (metadata frugal.state): value of \"batch\" must be a string, got 2",
-            "tokenizer | \"klingon\" | saved tokenizer \"klingon\" is invalid: unknown tokenizer 'klingon'",
-            "data      | \"seed=1\"  | saved data \"seed=1\" is invalid: unreadable data position",
-            "data      | \"seed=1,epoch=0,index=0,windows=999\" | the saved data position is for 999 training windows but this data has"})
+            "batch         | \"two\"     | the checkpoint's setting batch = 'two' is not a number",
+            "batch         | 2           | (metadata frugal.state): value of \"batch\" must be a string, got 2",
+            "data-position | \"seed=1\"  | unreadable data position",
+            "data-position | \"seed=1,epoch=0,index=0,windows=999\" | the saved data position is for 999 training windows but this data has"})
     void resumeFromCheckpointWithForgedState(String key, String json, String expected) throws IOException {
         Path run = copyOfTrainedRun();
         editHeader(run.resolve(Checkpoint.FILE), h -> {

@@ -56,8 +56,8 @@ class StashResumeTest {
     }
 
     private static List<JsonNode> train(Path out, Path data, Path policy, int steps, boolean resume) throws IOException {
-        TrainOptions o = new TrainOptions("tiny", null, null, data, "byte", 0, 2, 16, steps, 1, 1e-3f, 1f, 0, 0.1f, 1f,
-                1000, 1, 3, out, resume, 1000, 0, "cpu", false);
+        TrainOptions o = new TrainOptions("tiny", null, null, data, "byte", 0L, 2, 16, steps, 1, 1e-3f, 1f, 0, 0.1f, 1f,
+                1000, 1, 3L, out, resume, 1000, null, 0, "cpu", false);
         new Trainer(o, new PrintStream(new ByteArrayOutputStream())).withStash(new StashOptions("keep", policy)).run();
         ObjectMapper json = new ObjectMapper();
         return Files.readAllLines(out.resolve("metrics.jsonl")).stream().map(l -> {

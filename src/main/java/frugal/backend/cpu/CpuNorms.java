@@ -137,7 +137,8 @@ final class CpuNorms {
         }
 
         void addInto(int which, Tensor grad) {
-            for (float[] p : parts.values()) {
+            // In row order, not the map's (which follows the threads' timing): float sums depend on the order of their terms.
+            for (float[] p : new java.util.TreeMap<>(parts).values()) {
                 for (int c = 0; c < cols; c++) grad.set(c, grad.get(c) + p[which * cols + c]);
             }
         }

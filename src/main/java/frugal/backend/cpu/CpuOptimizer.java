@@ -2,7 +2,6 @@ package frugal.backend.cpu;
 
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 
 import java.lang.foreign.MemorySegment;
 
@@ -26,7 +25,7 @@ final class CpuOptimizer {
             long i = from;
             for (; i <= to - L; i += L) {
                 FloatVector v = load(xs, i);
-                s += v.mul(v).reduceLanes(VectorOperators.ADD);
+                s += Vec.sumLanes(v.mul(v));
             }
             for (; i < to; i++) s += (double) get(xs, i) * get(xs, i);
             partial[(int) (from / 4096)] = s;

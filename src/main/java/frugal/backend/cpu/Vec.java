@@ -39,7 +39,7 @@ final class Vec {
         int j = 0;
         FloatVector acc = FloatVector.zero(S);
         for (; j <= n - L; j += L) acc = load(a, ai + j).fma(load(b, bi + j), acc);
-        float s = acc.reduceLanes(VectorOperators.ADD);
+        float s = sumLanes(acc);
         for (; j < n; j++) s += get(a, ai + j) * get(b, bi + j);
         return s;
     }
@@ -57,12 +57,22 @@ final class Vec {
         int j = 0;
         FloatVector acc = FloatVector.zero(S);
         for (; j <= n - L; j += L) acc = acc.add(load(x, xi + j));
-        float s = acc.reduceLanes(VectorOperators.ADD);
+        float s = sumLanes(acc);
         for (; j < n; j++) s += get(x, xi + j);
         return s;
     }
 
-    /** max of x[xi+j] for j < n. */
+    /**
+     * The lanes of v added in lane order. Not {@code reduceLanes(ADD)}: that may add in any order (a tree once C2
+     * compiles it, a loop in the interpreter), so its bits would depend on how warm the JIT is.
+     */
+    static float sumLanes(FloatVector v) {
+        float s = 0;
+        for (int i = 0; i < L; i++) s += v.lane(i);
+        return s;
+    }
+
+    /** max of x[xi+j] for j < n (any order gives the same max). */
     static float max(MemorySegment x, long xi, int n) {
         int j = 0;
         float m = Float.NEGATIVE_INFINITY;
