@@ -18,17 +18,21 @@ final class CpuOptimizer {
 
     static void sumOfSquares(Tensor out, Tensor x, long n, boolean accumulate) {
         MemorySegment xs = x.data();
-        // Partial sums land in fixed slots and are added in order, so the result is bit-reproducible.
+        // One partial sum per 4096-element block, added in block order: the bits depend neither on the thread count nor
+        // on the JIT. Within a block the squares add up in one vector (float), across blocks in double.
         double[] partial = new double[(int) ((n + 4095) / 4096)];
         Parallel.forElements(n, (from, to) -> {
-            double s = 0;
-            long i = from;
-            for (; i <= to - L; i += L) {
-                FloatVector v = load(xs, i);
-                s += Vec.sumLanes(v.mul(v));
+            for (long block = from; block < to; block += 4096) {
+                long end = Math.min(to, block + 4096), i = block;
+                FloatVector acc = FloatVector.zero(Vec.S);
+                for (; i <= end - L; i += L) {
+                    FloatVector v = load(xs, i);
+                    acc = v.fma(v, acc);
+                }
+                double s = Vec.sumLanes(acc);
+                for (; i < end; i++) s += (double) get(xs, i) * get(xs, i);
+                partial[(int) (block / 4096)] = s;
             }
-            for (; i < to; i++) s += (double) get(xs, i) * get(xs, i);
-            partial[(int) (from / 4096)] = s;
         });
         double total = 0;
         for (double s : partial) total += s;
