@@ -21,28 +21,36 @@ final class CpuNorms {
                                  int rows, int cols, float eps) {
         MemorySegment o = out.data(), xs = x.data(), w = weight.data(), b = bias.data();
         Parallel.forRange(rows, 8, (r0, r1) -> {
-            for (int r = r0; r < r1; r++) {
-                long base = (long) r * cols;
-                double m = 0;
-                for (int c = 0; c < cols; c++) m += get(xs, base + c);
-                m /= cols;
-                double var = 0;
-                for (int c = 0; c < cols; c++) {
-                    double d = get(xs, base + c) - m;
-                    var += d * d;
-                }
-                float s = (float) (1.0 / Math.sqrt(var / cols + eps));
-                float mf = (float) m;
-                int c = 0;
-                FloatVector vm = FloatVector.broadcast(S, mf), vs = FloatVector.broadcast(S, s);
-                for (; c <= cols - L; c += L) {
-                    store(load(xs, base + c).sub(vm).mul(vs).fma(load(w, c), load(b, c)), o, base + c);
-                }
-                for (; c < cols; c++) set(o, base + c, (get(xs, base + c) - mf) * s * get(w, c) + get(b, c));
-                mean.set(r, mf);
-                rstd.set(r, s);
-            }
+            for (int r = r0; r < r1; r++) layerNormRow(o, mean, rstd, xs, w, b, r, cols, eps);
         });
+    }
+
+    /**
+     * One row of {@link #layerNormForward}. A method of its own so that C2 compiles it as a whole after a few hundred
+     * calls: as an on-stack replacement of the loops inside the range lambda, it was at times left in slower tiers
+     * (layernorm at 40× its usual time for a whole run).
+     */
+    private static void layerNormRow(MemorySegment o, Tensor mean, Tensor rstd, MemorySegment xs, MemorySegment w,
+                                     MemorySegment b, int r, int cols, float eps) {
+        long base = (long) r * cols;
+        double m = 0;
+        for (int c = 0; c < cols; c++) m += get(xs, base + c);
+        m /= cols;
+        double var = 0;
+        for (int c = 0; c < cols; c++) {
+            double d = get(xs, base + c) - m;
+            var += d * d;
+        }
+        float s = (float) (1.0 / Math.sqrt(var / cols + eps));
+        float mf = (float) m;
+        int c = 0;
+        FloatVector vm = FloatVector.broadcast(S, mf), vs = FloatVector.broadcast(S, s);
+        for (; c <= cols - L; c += L) {
+            store(load(xs, base + c).sub(vm).mul(vs).fma(load(w, c), load(b, c)), o, base + c);
+        }
+        for (; c < cols; c++) set(o, base + c, (get(xs, base + c) - mf) * s * get(w, c) + get(b, c));
+        mean.set(r, mf);
+        rstd.set(r, s);
     }
 
     static void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
