@@ -22,7 +22,7 @@ import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
  * GFLOP/s (2·m·n·k / time), and the overall figure is total FLOPs over the sum of the medians (FLOP-weighted).
  * bench/blas_baseline.py measures numpy/OpenBLAS the same way.
  *
- * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp target/classes frugal.bench.MatmulBench}
+ * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-UseProfiledLoopPredicate -cp target/classes frugal.bench.MatmulBench}
  */
 public final class MatmulBench {
     static final int ROWS = 256;
