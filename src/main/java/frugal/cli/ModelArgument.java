@@ -16,7 +16,7 @@ import java.nio.file.Path;
 
 /**
  * A model named on the command line: a Hugging Face folder (config.json + model.safetensors, as
- * {@code frugal train} writes into out/model) or a Frugal checkpoint file. The tokenizer is the one the
+ * {@code frugal train} writes into out/model), a Frugal checkpoint file, or a run folder holding either. The tokenizer is the one the
  * run recorded (tokenizer.txt / checkpoint state) unless given.
  */
 final class ModelArgument {
@@ -24,8 +24,8 @@ final class ModelArgument {
     }
 
     /** The model at {@code path}, checked against the tokenizer before any weights are allocated. */
-    static Transformer load(Path path, Tokenizer tokenizer, Backend backend) {
-        requireExists(path);
+    static Transformer load(Path given, Tokenizer tokenizer, Backend backend) {
+        Path path = resolve(given);
         boolean folder = Files.isDirectory(path);
         ModelConfig config = folder ? ModelFiles.readConfig(path) : Checkpoint.read(path).config();
         config.checkVocabulary(tokenizer.name(), tokenizer.vocabSize(), path.toString());
@@ -40,8 +40,8 @@ final class ModelArgument {
         return model;
     }
 
-    static Tokenizer tokenizer(Path path, String given) {
-        requireExists(path);
+    static Tokenizer tokenizer(Path named, String given) {
+        Path path = resolve(named);
         if (given != null) return Tokenizers.byName(given);
         Path recorded = path.resolve("tokenizer.txt");
         if (Files.isDirectory(path) && Files.exists(recorded)) {
@@ -58,7 +58,15 @@ final class ModelArgument {
         return Tokenizers.byName("gpt2");
     }
 
-    private static void requireExists(Path path) {
+    /**
+     * The model folder or checkpoint that {@code path} names: a run folder (what {@code frugal train --out} names)
+     * stands for its finished model/, or for its checkpoint while the run is unfinished.
+     */
+    private static Path resolve(Path path) {
         if (!Files.exists(path)) throw new FrugalException(path + ": no such model folder or checkpoint");
+        if (!Files.isDirectory(path) || Files.exists(path.resolve(ModelFiles.CONFIG))) return path;
+        if (Files.exists(path.resolve("model").resolve(ModelFiles.CONFIG))) return path.resolve("model");
+        if (Files.exists(path.resolve(Checkpoint.FILE))) return path.resolve(Checkpoint.FILE);
+        return path;
     }
 }

@@ -100,5 +100,8 @@ class GeneratorTest {
         String first = TrainFixtures.output(args), second = TrainFixtures.output(args);
         assertEquals(first, second, "seed " + seed);
         assertTrue(first.startsWith("class "), first);
+        // The run folder (what train --out names) stands for its model/ folder.
+        args[2] = dir.toString();
+        assertEquals(first, TrainFixtures.output(args), "seed " + seed + ": generate from the run folder");
     }
 }
