@@ -79,6 +79,11 @@ public final class Params {
         return all.stream().filter(p -> p.compute() != p.value()).mapToLong(p -> p.compute().byteSize()).sum();
     }
 
+    /** Every parameter's gradient, in parameter order. */
+    public List<Tensor> grads() {
+        return List.copyOf(grads);
+    }
+
     /** Zeroes every gradient (one multi-tensor op where the backend has one). */
     public void zeroGrad() {
         backend.zero(grads);

@@ -22,9 +22,10 @@ public final class AdamW {
     private final Backend ops;
     private final List<Tensor> firstMoments = new ArrayList<>();
     private final List<Tensor> secondMoments = new ArrayList<>();
-    /** Every parameter's tensors, for the one multi-tensor update; the gradients, for the one global norm. */
+    /** Every parameter's tensors, for the one multi-tensor update. */
     private final List<Backend.AdamWTensors> slots = new ArrayList<>();
-    private final List<Tensor> grads = new ArrayList<>();
+    /** The gradients, for the one global norm. */
+    private final List<Tensor> grads;
     private final Tensor normSquared;
     private final Tensor hyper;
     private final float beta1;
@@ -44,8 +45,8 @@ public final class AdamW {
             firstMoments.add(m);
             secondMoments.add(v);
             slots.add(new Backend.AdamWTensors(p.value(), p.grad(), m, v, p.compute(), p.weightDecay() ? weightDecay : 0f));
-            grads.add(p.grad());
         }
+        grads = params.grads();
         normSquared = ops.allocate(DType.F32, 1);
         hyper = ops.allocate(DType.F32, 2);
     }
