@@ -4,6 +4,7 @@ import frugal.nn.CausalSelfAttention;
 import frugal.nn.Context;
 import frugal.nn.Mlp;
 import frugal.nn.Norm;
+import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
 /** One pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(·)). */
@@ -24,20 +25,22 @@ final class Block {
         this.dim = dim;
     }
 
-    /** Returns this block's output [B*T, C] (a buffer of its own, since the next block stashes it). */
+    /** Returns this block's output [B*T, C] (a buffer of its own while the next block keeps it for backward, shared with the other blocks once it is quantized). */
     Tensor forward(Context ctx, Tensor x, int batch, int seq) {
         int rows = batch * seq;
         long n = (long) rows * dim;
-        Tensor normed1 = ctx.buffers().get(name + ".norm1", rows, dim);
-        Tensor mid = ctx.buffers().get(name + ".mid", rows, dim);
-        Tensor normed2 = ctx.buffers().get(name + ".norm2", rows, dim);
-        Tensor out = ctx.buffers().get(name + ".out", rows, dim);
+        int[] shape = {rows, dim};
+        Tensor normed1 = ctx.stashed(name + ".norm1", "block.norm1", shape, StashKind.LINEAR_INPUT);
+        Tensor mid = ctx.stashed(name + ".mid", "block.mid", shape, StashKind.NORM_INPUT);
+        Tensor normed2 = ctx.stashed(name + ".norm2", "block.norm2", shape, StashKind.LINEAR_INPUT);
         Tensor branch = ctx.buffers().get("scratch.branch", rows, dim);
         norm1.forward(ctx, normed1, x, rows);
         attn.forward(ctx, branch, normed1, batch, seq);
         ctx.ops().add(mid, x, branch, n);
         norm2.forward(ctx, normed2, mid, rows);
         mlp.forward(ctx, branch, normed2, rows);
+        // Asked for only now: x (the previous block's output) may be in the same shared buffer, last read above.
+        Tensor out = ctx.stashed(name + ".out", "block.out", shape, StashKind.NORM_INPUT);
         ctx.ops().add(out, mid, branch, n);
         return out;
     }

@@ -31,8 +31,9 @@ public final class CausalSelfAttention {
     /** y[B*T, C] = attention(x[B*T, C]). */
     public void forward(Context ctx, Tensor y, Tensor x, int batch, int seq) {
         int rows = batch * seq;
-        Tensor q = ctx.buffers().get(name + ".qkv", rows, qkv.out());
-        Tensor att = ctx.buffers().get(name + ".att", rows, nHead * headDim);
+        Tensor q = ctx.stashed(name + ".qkv", "attn.qkv", new int[]{rows, qkv.out()}, StashKind.ATTENTION_QKV);
+        Tensor att = ctx.stashed(name + ".att", "attn.att", new int[]{rows, nHead * headDim},
+                StashKind.ATTENTION_OUTPUT, StashKind.LINEAR_INPUT);
         Tensor lse = ctx.buffers().get(name + ".lse", DType.F32, batch, nHead, seq);
         qkv.forward(ctx, q, x, rows);
         if (ropeTheta > 0) ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);

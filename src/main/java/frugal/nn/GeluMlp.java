@@ -18,8 +18,8 @@ public final class GeluMlp implements Mlp {
     @Override
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
         int hidden = fc.out();
-        Tensor pre = ctx.buffers().get(name + ".fc", rows, hidden);
-        Tensor act = ctx.buffers().get(name + ".gelu", rows, hidden);
+        Tensor pre = ctx.stashed(name + ".fc", "mlp.fc", new int[]{rows, hidden}, StashKind.ACTIVATION_INPUT);
+        Tensor act = ctx.stashed(name + ".gelu", "mlp.gelu", new int[]{rows, hidden}, StashKind.LINEAR_INPUT);
         fc.forward(ctx, pre, x, rows);
         ctx.ops().geluForward(act, pre, (long) rows * hidden);
         ctx.stash().save(name + ".fc", StashKind.ACTIVATION_INPUT, pre);

@@ -18,8 +18,8 @@ public final class SwiGluMlp implements Mlp {
     @Override
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
         int hidden = down.in();
-        Tensor gu = ctx.buffers().get(name + ".gate_up", rows, 2 * hidden);
-        Tensor act = ctx.buffers().get(name + ".act", rows, hidden);
+        Tensor gu = ctx.stashed(name + ".gate_up", "mlp.gate_up", new int[]{rows, 2 * hidden}, StashKind.ACTIVATION_INPUT);
+        Tensor act = ctx.stashed(name + ".act", "mlp.act", new int[]{rows, hidden}, StashKind.LINEAR_INPUT);
         gateUp.forward(ctx, gu, x, rows);
         ctx.ops().swigluForward(act, gu, rows, hidden);
         ctx.stash().save(name + ".gate_up", StashKind.ACTIVATION_INPUT, gu);

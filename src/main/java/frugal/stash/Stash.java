@@ -32,6 +32,8 @@ public final class Stash {
     private final Map<Source, Entry> bySource = new HashMap<>();
     private final Map<String, Tensor> packedBuffers = new HashMap<>();
     private final Workspace scratch;
+    /** Addresses of buffers shared by all layers ({@link #output}): what they hold is only valid until the next layer. */
+    private final java.util.Set<Long> sharedAddresses = new java.util.HashSet<>();
     private int step;
     private long quantizeCalls;
     private long reads;
@@ -80,6 +82,10 @@ public final class Stash {
         QuantFormat f = kind == StashKind.TOKEN_IDS ? null : policy.format(kind);
         long bf16 = t.dtype() == DType.F32 && kind != StashKind.SOFTMAX_STATS && kind != StashKind.NORM_STATS ? 2 * t.size() : t.byteSize();
         if (f == null) {
+            if (sharedAddresses.contains(t.data().address())) {
+                throw new IllegalStateException("stash " + name + ": " + kind.key() + " is kept, but the tensor is in a buffer shared by all"
+                        + " layers (give Stash.output every kind the tensor is saved under)");
+            }
             saved.put(name, new Entry(kind, t, null, null, null, t.shape()));
             boolean shared = bySource.containsKey(new Source(t.data().address(), t.byteSize(), null));
             if (!shared) {
@@ -115,6 +121,23 @@ public final class Stash {
         bySource.put(source, e);
         ledger.stashed(kind, e.bytes(), bf16);
         bytesSaved += e.bytes();
+    }
+
+    /**
+     * The buffer forward writes a tensor into that it then saves under {@code kinds}. While the policy keeps any of
+     * them, backward reads the buffer itself, so each tensor needs its own ({@code name} in {@code buffers}). Once
+     * every kind is quantized, only the packed copy outlives the layer: the tensor goes into one buffer shared by all
+     * layers ({@code sharedRole}, e.g. {@code mlp.fc}), so the full-precision activations of a step are not held at
+     * once and a quantized stash lowers the memory, not just the count of it. Ask for it right before writing it: what
+     * was saved from the shared buffer's previous content is forgotten here (the packed copies stay).
+     */
+    public Tensor output(Workspace buffers, String name, String sharedRole, int[] shape, StashKind... kinds) {
+        for (StashKind k : kinds) if (policy.format(k) == null) return buffers.get(name, shape);
+        Tensor t = buffers.get("shared." + sharedRole, shape);
+        long address = t.data().address();
+        sharedAddresses.add(address);
+        bySource.keySet().removeIf(s -> s.address() == address); // what was saved from it came from another layer
+        return t;
     }
 
     public Tensor load(String name) {
