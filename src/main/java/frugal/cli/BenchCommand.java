@@ -1,6 +1,8 @@
 package frugal.cli;
 
+import frugal.FrugalException;
 import frugal.backend.Backends;
+import frugal.bench.LargestBatch;
 import frugal.backend.ProfilingBackend;
 import frugal.model.Init;
 import frugal.model.ModelConfig;
@@ -59,6 +61,9 @@ final class BenchCommand implements Runnable {
     String stash;
     @Option(names = "--stash-config", description = "a stash policy file (see frugal train --stash-config); overrides --stash")
     Path stashConfig;
+    @Option(names = "--fit-memory", paramLabel = "GIB",
+            description = "also find the largest batch (at --seq, with this stash policy) whose step fits in GIB of device memory")
+    Double fitMemory;
 
     @Override
     public void run() {
@@ -101,6 +106,7 @@ final class BenchCommand implements Runnable {
                             (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
                 }
                 printLedger(ctx.stash(), rows);
+                if (fitMemory != null) printFit(config, ops.peakMemory() >= 0);
                 if (gpu && profileSteps > 0) {
                     step.setGraphs(false);
                     ops.setEnabled(true);
@@ -136,6 +142,16 @@ final class BenchCommand implements Runnable {
             System.out.printf("| %s | %.0f | %.0f | %.0f |%n", e.getKey().key(), (double) k.written / tokens,
                     (double) k.read / tokens, (double) k.bf16Written / tokens);
         }
+    }
+
+    private void printFit(ModelConfig config, boolean counted) {
+        if (!counted) throw new FrugalException("--fit-memory needs a backend that counts its device memory (--device cuda)");
+        long budget = (long) (fitMemory * 1073741824.0);
+        StashOptions options = new StashOptions(stash, stashConfig);
+        LargestBatch.Fit fit = new LargestBatch(device, config, seq, options::policy).within(budget);
+        System.out.println();
+        System.out.printf("largest batch within %.2f GiB at seq %d: %d (peak %.2f GiB); batch %d needs %.2f GiB%n", fitMemory, seq,
+                fit.fits().batch(), fit.fits().peakBytes() / 1073741824.0, fit.exceeds().batch(), fit.exceeds().peakBytes() / 1073741824.0);
     }
 
     private static void printTable(ProfilingBackend ops, int steps, String title) {

@@ -29,9 +29,19 @@ public final class StashLedger {
     private double bitMacs;
     private long operandBytes;
     private long operandBytes16;
+    private boolean resetPending;
 
-    /** Starts a new step: every figure back to zero. */
+    /**
+     * Starts a new step: every figure goes back to zero once the step records its first entry. A step that records
+     * nothing, a replayed CUDA graph doing again the work of the step it was captured from, leaves that step's figures.
+     */
     public void reset() {
+        resetPending = true;
+    }
+
+    private void startIfReset() {
+        if (!resetPending) return;
+        resetPending = false;
         kinds.clear();
         held = peakHeld = heldBf16 = peakHeldBf16 = 0;
         gradientBytes = gradientBytes16 = 0;
@@ -40,6 +50,7 @@ public final class StashLedger {
     }
 
     void stashed(StashKind kind, long bytes, long bf16Bytes) {
+        startIfReset();
         KindBytes k = kinds.computeIfAbsent(kind, x -> new KindBytes());
         k.written += bytes;
         k.bf16Written += bf16Bytes;
@@ -50,15 +61,18 @@ public final class StashLedger {
     }
 
     void readBack(StashKind kind, long bytes) {
+        startIfReset();
         kinds.computeIfAbsent(kind, x -> new KindBytes()).read += bytes;
     }
 
     void released() {
+        startIfReset();
         held = heldBf16 = 0;
     }
 
     /** A gradient between layers written to memory and read back (q2), at its precision and at 16 bits. */
     void gradient(long bytes, long elements) {
+        startIfReset();
         gradientBytes += 2 * bytes;
         gradientBytes16 += 2 * 2 * elements;
     }
@@ -68,6 +82,7 @@ public final class StashLedger {
      * {@code bitsA} and {@code bitsB} bits (16 for full precision).
      */
     public void gemm(double multiplyAdds, long elementsA, double bitsA, long elementsB, double bitsB) {
+        startIfReset();
         macs += multiplyAdds;
         bitMacs += multiplyAdds * bitsA * bitsB;
         operandBytes += (long) Math.ceil(elementsA * bitsA / 8) + (long) Math.ceil(elementsB * bitsB / 8);

@@ -201,6 +201,16 @@ public final class StashPolicy {
         return max;
     }
 
+    /** Whether the current stage rounds anything stochastically (fresh random bits every step). */
+    public boolean roundsStochastically() {
+        return kindFormats.get(stage).values().stream().anyMatch(StashPolicy::stochastic)
+                || pointFormats.get(stage).values().stream().anyMatch(StashPolicy::stochastic);
+    }
+
+    private static boolean stochastic(QuantFormat f) {
+        return f != null && f.rounding() == QuantFormat.Rounding.STOCHASTIC;
+    }
+
     /** Whether anything is ever quantized. */
     public boolean quantizes() {
         for (int s = 0; s < kindFormats.size(); s++) {

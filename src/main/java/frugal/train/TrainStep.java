@@ -3,6 +3,7 @@ package frugal.train;
 import frugal.backend.Backend;
 import frugal.model.Transformer;
 import frugal.nn.Context;
+import frugal.stash.StashPolicy;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -14,7 +15,9 @@ import java.lang.foreign.MemorySegment;
  * k micro-batches of B sequences matches one batch of k·B); AdamW update; download the per-position losses. From
  * the second call on, the device part is captured once as a graph ({@link Backend#capture}) and replayed, where
  * the backend can (CUDA); elsewhere it runs op by op. The learning rate and step count reach the captured update
- * through device memory ({@link AdamW#prepare}). Parameter values written from outside after the capture (loading
+ * through device memory ({@link AdamW#prepare}). A new stage of the stash policy (other formats, other buffers) runs
+ * op by op once and is captured again; a stage that rounds stochastically is never replayed, since its random bits
+ * come from seeds the host draws every step. Parameter values written from outside after the capture (loading
  * weights) are not seen by the replayed step's compute copies: make a new TrainStep then.
  */
 public final class TrainStep implements AutoCloseable {
@@ -31,7 +34,10 @@ public final class TrainStep implements AutoCloseable {
     private boolean graphs;
     /** Whether capture was attempted: a backend that cannot capture is not asked again every step. */
     private boolean captureTried;
-    private int calls;
+    /** Steps run since the stash stage last changed: the first allocates what the stage needs, outside any capture. */
+    private int callsInStage;
+    private int stage;
+    private boolean replayed;
     private Backend.Graph graph;
 
     /** A step over one batch of {@code batch} sequences (no accumulation). */
@@ -65,7 +71,7 @@ public final class TrainStep implements AutoCloseable {
 
     /** Whether the last step was a graph replay. */
     public boolean replaying() {
-        return graphs && graph != null;
+        return replayed;
     }
 
     /**
@@ -76,13 +82,22 @@ public final class TrainStep implements AutoCloseable {
         ops.upload(ids, MemorySegment.ofArray(in));
         ops.upload(targets, MemorySegment.ofArray(tg));
         optimizer.prepare(lr);
-        if (graphs && !captureTried && calls >= 1) {
+        StashPolicy policy = ctx.stash().policy();
+        if (policy.stage() != stage) {
+            stage = policy.stage();
+            callsInStage = 0;
+            captureTried = false;
+            close();
+        }
+        boolean replayable = graphs && !policy.roundsStochastically();
+        if (replayable && !captureTried && callsInStage >= 1) {
             graph = ops.capture(this::deviceStep);
             captureTried = true;
         }
-        if (graphs && graph != null) graph.replay();
+        replayed = replayable && graph != null;
+        if (replayed) graph.replay();
         else deviceStep();
-        calls++;
+        callsInStage++;
         ops.download(losses, MemorySegment.ofArray(hostLosses));
         double sum = 0;
         for (float l : hostLosses) sum += l;
