@@ -13,6 +13,11 @@
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
 #   ncu        per-kernel GPU time of one step (ncu_step.py)
+#   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
+#              the largest batch whose step fits keep's peak at batch 16 (FIT_GIB, default 8.54)
+#   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens), batch 8 × 1024,
+#              DSQ_STEPS steps (400), seeds DSQ_SEEDS (1337,1338), settings keep,dsq,dsq-stash,bfp8,bfp4; the report
+#              files (table, jsonl, plots) come back as $OUT/dsq.tgz
 # Each section has a time cap and is skipped when the call's budget (BUDGET seconds, default 470) would run out.
 # At most 8 files come back from $OUT: one log per section.
 set -uo pipefail
@@ -86,6 +91,21 @@ for s in $sections; do
         --target-processes all "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --no-graph --warmup 1 --steps 1 --profile-steps 0
       ncu -i $TMP/step.ncu-rep --csv --page raw --metrics gpu__time_duration.sum > $TMP/step.csv 2>>"$OUT/ncu.log" \
         && python3 $G/ncu_step.py $TMP/step.csv >> "$OUT/ncu.log" && sed -n '/^one step/,$p' "$OUT/ncu.log" | head -50 ;;
+    dsq-bench)
+      for st in ${DSQ_SETTINGS:-keep dsq-stash dsq bfp8 bfp4}; do
+        echo "# stash $st" >> "$OUT/dsq-bench.log"
+        if [ "${st#dsq-}" != "$st" ]; then arg=(--stash-config docs/experiments/$st.conf); else arg=(--stash $st); fi
+        section dsq-bench 90 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0 \
+          "${arg[@]}" --fit-memory ${FIT_GIB:-8.54}
+      done
+      grep -E "^# stash|^step|^device|^stash \(|^largest|rror" "$OUT/dsq-bench.log" ;;
+    dsq-train)
+      mkdir -p $TMP/dsq
+      section dsq-train ${DSQ_CAP:-300} "${JAVA[@]}" -cp $G/frugal.jar frugal.bench.DsqExperiment $TMP/runs $TMP/dsq ${DSQ_STEPS:-400} \
+        --device cuda --preset gpt2-124m --batch 8 --seq 1024 --data $G/data/jdk-8mb-gpt2.tokens \
+        --seeds ${DSQ_SEEDS:-1337,1338} --settings ${DSQ_TRAIN_SETTINGS:-keep,dsq,dsq-stash,bfp8,bfp4}
+      tar czf "$OUT/dsq.tgz" -C $TMP dsq
+      grep -E "^\||rror|^step .*: stash" "$OUT/dsq-train.log" | head -40 ;;
   esac
 done
 echo "== done after $SECONDS s"
