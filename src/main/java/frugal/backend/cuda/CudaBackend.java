@@ -660,6 +660,12 @@ public final class CudaBackend implements Backend {
      */
     private static final boolean FLASH_FUSED = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_FUSED"));
 
+    /**
+     * FRUGAL_CUDA_FLASH_WGMMA=0: on Hopper, the forward with mma.sync instead of warpgroup MMA (sm_90a, head dimension
+     * 64: Q, K and V tiles as 128-byte swizzled operands that the tensor cores read from shared memory).
+     */
+    private static final boolean FLASH_WGMMA = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_WGMMA"));
+
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
     }
@@ -675,6 +681,11 @@ public final class CudaBackend implements Backend {
         need("attentionForward", "lse", lse, (long) batch * nHead * seq);
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
+        if (FLASH_WGMMA && arch == 90 && headDim == 64 && flash(t, headDim, out, qkv)) {
+            kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
+                    out, lse, qkv, seq, nHead, nKvHead, scale);
+            return;
+        }
         if (flash(t, headDim, out, qkv)) {
             kernels.launch(FLASH, (FLASH_PIPE ? "flash_forward_pipe_" : "flash_forward_") + headDim, (seq + 63) / 64, nHead, batch,
                     128, 1, 1, flashShared(headDim, FLASH_PIPE ? 5 : 3, 0), out, lse, qkv, seq, nHead, nKvHead, scale);

@@ -68,6 +68,14 @@ final class Kernels implements AutoCloseable {
         }
     }
 
+    /**
+     * The architecture compiled for: on Hopper (9.0) its feature set sm_90a, whose warpgroup MMA (wgmma) the flash
+     * forward uses; elsewhere the device's own.
+     */
+    private String target() {
+        return arch == 90 ? "90a" : String.valueOf(arch);
+    }
+
     /** The CUBIN of {@code file} for this device, from the disk cache or freshly compiled. */
     byte[] cubin(String file) {
         String src = source("common.cuh") + "\n#line 1 \"" + file + "\"\n" + source(file);
@@ -77,7 +85,7 @@ final class Kernels implements AutoCloseable {
         try {
             MessageDigest sha = MessageDigest.getInstance("SHA-256");
             sha.update(src.getBytes(StandardCharsets.UTF_8));
-            sha.update(("\0sm_" + arch + "\0driver " + cu.driverVersion() + "\0nvrtc " + nvrtcVersion).getBytes(StandardCharsets.UTF_8));
+            sha.update(("\0sm_" + target() + "\0driver " + cu.driverVersion() + "\0nvrtc " + nvrtcVersion).getBytes(StandardCharsets.UTF_8));
             key = HexFormat.of().formatHex(sha.digest());
         } catch (java.security.NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
@@ -90,7 +98,7 @@ final class Kernels implements AutoCloseable {
                 // recompile below
             }
         }
-        byte[] bin = nvrtc.compileToCubin(file, src, arch, List.of());
+        byte[] bin = nvrtc.compileToCubin(file, src, target(), List.of());
         try {
             Files.createDirectories(cached.getParent());
             Path tmp = Files.createTempFile(cached.getParent(), key, ".tmp");

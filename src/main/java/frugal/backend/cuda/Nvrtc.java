@@ -86,7 +86,7 @@ final class Nvrtc {
      * Compiles {@code source} (named {@code name} in messages) for {@code sm_<arch>} and returns the CUBIN bytes.
      * A compile error throws with NVRTC's log.
      */
-    byte[] compileToCubin(String name, String source, int arch, List<String> extraOptions) {
+    byte[] compileToCubin(String name, String source, String arch, List<String> extraOptions) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment progPtr = arena.allocate(ADDRESS);
             check("nvrtcCreateProgram(" + name + ")", invokeInt(nvrtcCreateProgram, progPtr, arena.allocateFrom(source),

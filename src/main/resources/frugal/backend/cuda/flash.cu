@@ -157,6 +157,55 @@ __device__ __forceinline__ void mask_scores(float (*s)[4], int n0, int c, int ro
     }
 }
 
+// One key tile of the online softmax: masks the scores s of this lane's rows A and B (only on the diagonal tile or past
+// T), raises the running maxima m (exp2 units), turns s into unnormalized probabilities, adds them to the sums l and
+// rescales the output accumulator o by how much the maxima rose.
+template <int D>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n0, int q0, int c, int rowA, int rowB, int T,
+                                             float sl2, float& mA, float& mB, float& lA, float& lB) {
+    float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
+    if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
+    else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
+    float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
+    float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
+    float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
+    lA *= cA;
+    lB *= cB;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float pa = exp2_ftz(fmaf(s[nt][e], sl2, -uA)), pb = exp2_ftz(fmaf(s[nt][2 + e], sl2, -uB));
+            s[nt][e] = pa;
+            s[nt][2 + e] = pb;
+            lA += pa;
+            lB += pb;
+        }
+    }
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        o[dt][0] *= cA;
+        o[dt][1] *= cA;
+        o[dt][2] *= cB;
+        o[dt][3] *= cB;
+    }
+    mA = nA;
+    mB = nB;
+}
+
+// Rows A and B of the normalized output into out, and their log-sum-exp (natural log) into lse.
+template <int D>
+__device__ __forceinline__ void store_forward(bf16* out, float* lse, const float (*o)[4], int b, int h, int H, int T, i64 qOff,
+                                              int rowA, int c, float mA, float mB, float lA, float lB) {
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
+    if (c == 0) {
+        if (rowA < T) lse[((i64) b * H + h) * T + rowA] = mA * LN2 + logf(lA);
+        if (rowA + 8 < T) lse[((i64) b * H + h) * T + rowA + 8] = mB * LN2 + logf(lB);
+    }
+}
+
 template <int D, bool PIPE>
 __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
     constexpr int S = D + 8;
@@ -210,44 +259,11 @@ __device__ void flash_forward(bf16* out, float* lse, const bf16* qkv, int T, int
         }
         float s[8][4];
         mma_abt<D>(s, qa, Ks, lane);
-        float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
-        if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
-        else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
-        float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
-        float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
-        float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
-        lA *= cA;
-        lB *= cB;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float pa = exp2_ftz(fmaf(s[nt][e], sl2, -uA)), pb = exp2_ftz(fmaf(s[nt][2 + e], sl2, -uB));
-                s[nt][e] = pa;
-                s[nt][2 + e] = pb;
-                lA += pa;
-                lB += pb;
-            }
-        }
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-            o[dt][0] *= cA;
-            o[dt][1] *= cA;
-            o[dt][2] *= cB;
-            o[dt][3] *= cB;
-        }
-        mA = nA;
-        mB = nB;
+        softmax_tile<D>(s, o, n0, q0, c, rowA, rowB, T, sl2, mA, mB, lA, lB);
         mma_pb<D>(o, s, Vs, lane);
         if (PIPE) __syncthreads(); // this tile's buffers are refilled two iterations on
     }
-    lA = quad_sum(lA);
-    lB = quad_sum(lB);
-    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
-    if (c == 0) {
-        if (rowA < T) lse[((i64) b * H + h) * T + rowA] = mA * LN2 + logf(lA);
-        if (rowB < T) lse[((i64) b * H + h) * T + rowB] = mB * LN2 + logf(lB);
-    }
+    store_forward<D>(out, lse, o, b, h, H, T, qOff, rowA, c, mA, mB, lA, lB);
 }
 
 template <int D, bool PIPE>
@@ -592,6 +608,123 @@ extern "C" __global__ void flash_dq_store(bf16* dqkv, const float* dqAcc, i64 ro
         Pack<bf16>::store(dqkv, r * rowW + col, v);
     }
 }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// ---- Hopper (sm_90a): the forward on warpgroup MMA. One warpgroup (4 warps) per 64 query rows; Q, K and V tiles in
+// shared memory in the 128-byte swizzled layout that wgmma reads through matrix descriptors (a row of 64 bf16 is one
+// 128-byte line; 16-byte chunk ch of row r sits at chunk ch ^ (r % 8); tiles 1024-byte aligned). S = Q·Kᵀ reads both
+// operands from shared memory (K-major); O += P·V takes P from registers (the accumulator layout of S is the A
+// fragment layout, as with mma.sync) and V from shared memory as an N-major operand. The accumulators of a
+// m64n64 wgmma are laid out per warp as the [8][4] fragments of mma.sync's m16n8 tiles, so the online softmax and
+// the epilogue are the mma.sync kernel's.
+
+#define WG_TILE_BYTES (BM * 64 * 2)
+
+// A 64-row tile of 64 bf16 per row from global (row r at base + (r0 + r) * rowW + off) into swizzled shared memory,
+// with cp.async; rows at or past T are zero.
+__device__ __forceinline__ void load_tile_swizzled(bf16* sm, const bf16* base, i64 rowW, i64 off, int r0, int T) {
+    unsigned sm0 = (unsigned) __cvta_generic_to_shared(sm);
+    for (int i = threadIdx.x; i < BM * 8; i += blockDim.x) {
+        int r = i >> 3, ch = i & 7, t = r0 + r;
+        const bf16* src = t < T ? base + (i64) t * rowW + off + ch * 8 : base;
+        unsigned dst = sm0 + r * 128 + ((ch ^ (r & 7)) << 4);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 16 : 0));
+    }
+}
+
+// A wgmma matrix descriptor of the 128-byte swizzled operand at p: 8-row groups 1024 bytes apart (the stride byte
+// offset, for K-major and N-major alike), leading byte offset unused by these layouts.
+__device__ __forceinline__ unsigned long long wg_desc(const bf16* p) {
+    unsigned long long addr = (unsigned) __cvta_generic_to_shared(p);
+    return ((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long) (1024 >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wg_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void wg_commit_wait() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+
+// d[64 × 64] (+)= A[64 × 16] · B[16 × 64], both K-major in shared memory; d is overwritten when accumulate is 0.
+__device__ __forceinline__ void wgmma_ss(float (*d)[4], unsigned long long a, unsigned long long b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// d[64 × 64] += A[64 × 16] · B[16 × 64], A from registers (this thread's 4 of the fragment), B N-major in shared memory.
+__device__ __forceinline__ void wgmma_rs(float (*d)[4], const unsigned* a, unsigned long long b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ void flash_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Qs = reinterpret_cast<bf16*>(smwg + pad);
+    bf16* Kb = Qs + BM * D; // K, V of this tile, then K, V of the next
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    int kvh = h / (H / KVH);
+    i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    load_tile_swizzled(Qs, base, rowW, qOff, q0, T);
+    load_tile_swizzled(Kb, base, rowW, kOff, 0, T);
+    load_tile_swizzled(Kb + BM * D, base, rowW, vOff, 0, T);
+    cp_async_commit();
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float mA = -FRUGAL_INF, mB = -FRUGAL_INF, lA = 0.f, lB = 0.f;
+    const float sl2 = scale * LOG2E;
+    int rowA = q0 + warp * 16 + g, rowB = rowA + 8;
+    int nEnd = min(T, q0 + BM);
+    for (int n0 = 0, it = 0; n0 < nEnd; n0 += BM, it++) {
+        bf16* Ks = Kb + (it & 1) * 2 * BM * D;
+        bf16* Vs = Ks + BM * D;
+        if (n0 + BM < nEnd) {
+            bf16* nk = Kb + ((it + 1) & 1) * 2 * BM * D;
+            load_tile_swizzled(nk, base, rowW, kOff, n0 + BM, T);
+            load_tile_swizzled(nk + BM * D, base, rowW, vOff, n0 + BM, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async wrote what the tensor cores read
+        __syncthreads();
+        float s[8][4] = {}; // overwritten by the first product (accumulate 0); zeroed so nothing reads garbage
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) wgmma_ss(s, wg_desc(Qs + kk * 16), wg_desc(Ks + kk * 16), kk);
+        wg_commit_wait();
+        softmax_tile<D>(s, o, n0, q0, c, rowA, rowB, T, sl2, mA, mB, lA, lB);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            wgmma_rs(o, a, wg_desc(Vs + kk * 16 * D));
+        }
+        wg_commit_wait();
+        __syncthreads(); // this tile's buffers are refilled two iterations on
+    }
+    store_forward<D>(out, lse, o, b, h, H, T, qOff, rowA, c, mA, mB, lA, lB);
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash_forward_wgmma_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
+                                                                      int KVH, float scale) {
+    flash_forward_wgmma(out, lse, qkv, T, H, KVH, scale);
+}
+#endif
 
 #define FLASH(D)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) flash_forward_##D(bf16* out, float* lse, const bf16* qkv, int T,  \
