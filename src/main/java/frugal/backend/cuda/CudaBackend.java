@@ -493,12 +493,13 @@ public final class CudaBackend implements Backend {
     /**
      * out[m,n] = a[m,k]·b[n,k]ᵀ + bias in one cuBLASLt product, the bias added in its epilogue; with pre non-null,
      * pre = a·bᵀ + bias and out = GELU(pre) (GELU_AUX_BIAS). False, having queued nothing, where the epilogue cannot take
-     * these operands or cuBLASLt has no algorithm for them.
+     * these operands or cuBLASLt has no algorithm for them. GELU is fused for bf16 outputs only: cuBLAS does not say how
+     * exactly its epilogue evaluates tanh, and the fp32 mode is the reference precision (1e-4 against the CPU).
      */
     private boolean linearEpilogue(String op, Tensor out, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         if (bias == null || m == 0 || n == 0 || k == 0 || a.dtype() != b.dtype()) return false;
         // aux (pre) is of out's type, its leading dimension (n) a multiple of 8
-        if (pre != null && (pre.dtype() != out.dtype() || n % 8 != 0)) return false;
+        if (pre != null && (out.dtype() != DType.BF16 || pre.dtype() != DType.BF16 || n % 8 != 0)) return false;
         int abType = cudaType(a.dtype()), cType = cudaType(out.dtype()), compute = computeType(abType);
         if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F) return false;
         f32(op, bias);
