@@ -212,10 +212,14 @@ final class CublasLt implements AutoCloseable {
             candidates(key).close();
             return true;
         } catch (FrugalException e) {
-            unsupported.put(key, key + ": " + e.getMessage());
-            System.err.println("cuBLASLt has no algorithm for " + key + "; the epilogue's work runs as separate kernels");
+            turnDown(key, e.getMessage());
             return false;
         }
+    }
+
+    private void turnDown(PlanKey key, String reason) {
+        unsupported.put(key, key + ": " + reason);
+        System.err.println("cuBLASLt: no algorithm runs " + key + " (" + reason + "); the epilogue's work runs as separate kernels");
     }
 
     /** The products {@link #supports} turned down so far, each with the reason. */
@@ -226,18 +230,28 @@ final class CublasLt implements AutoCloseable {
     /**
      * As above, with an epilogue: bias a device pointer to the epilogue's vector (n elements of cType for BIAS and
      * GELU_AUX_BIAS, read; m for BGRADB, written), aux one to GELU_AUX_BIAS's [m, n] output of cType (0 otherwise).
+     * False, having run nothing, where the first call of a new epilogue plan is refused (the heuristic offered what
+     * cublasLtMatmul then rejects): the key is then {@link #supports unsupported} and the caller does the work unfused.
      */
-    void matmul(long out, long a, long b, Epilogue epilogue, long bias, long aux, int m, int n, int k, boolean transA,
-                boolean transB, boolean accumulate, int abType, int cType, int computeType, boolean tune) {
-        if (m == 0 || n == 0) return;
+    boolean matmul(long out, long a, long b, Epilogue epilogue, long bias, long aux, int m, int n, int k, boolean transA,
+                   boolean transB, boolean accumulate, int abType, int cType, int computeType, boolean tune) {
+        if (m == 0 || n == 0) return true;
         PlanKey key = key(epilogue, out, a, b, bias, aux, m, n, k, transA, transB, abType, cType, computeType);
         Plan plan = plans.get(key);
-        if (plan == null) {
+        boolean fresh = plan == null;
+        if (fresh) {
             plan = plan(key, tune ? new Operands(out, a, b, bias, aux, accumulate) : null);
             plans.put(key, plan);
         }
         int r = run(plan, plan.algo, out, a, b, bias, aux, accumulate);
-        if (r != 0) throw new FrugalException("cublasLtMatmul(" + key + ", accumulate=" + accumulate + ") failed: " + statusText(r));
+        if (r == 0) return true;
+        if (fresh && epilogue != Epilogue.NONE) {
+            plans.remove(key);
+            destroy(plan);
+            turnDown(key, "cublasLtMatmul: " + statusText(r));
+            return false;
+        }
+        throw new FrugalException("cublasLtMatmul(" + key + ", accumulate=" + accumulate + ") failed: " + statusText(r));
     }
 
     private int run(Plan plan, MemorySegment algo, long out, long a, long b, long bias, long aux, boolean accumulate) {
@@ -435,14 +449,16 @@ final class CublasLt implements AutoCloseable {
         return p.get(ADDRESS, 0);
     }
 
+    private void destroy(Plan plan) {
+        invoke(descDestroy, plan.desc);
+        invoke(layoutDestroy, plan.layoutA);
+        invoke(layoutDestroy, plan.layoutB);
+        invoke(layoutDestroy, plan.layoutC);
+    }
+
     @Override
     public void close() {
-        for (Plan plan : plans.values()) {
-            invoke(descDestroy, plan.desc);
-            invoke(layoutDestroy, plan.layoutA);
-            invoke(layoutDestroy, plan.layoutB);
-            invoke(layoutDestroy, plan.layoutC);
-        }
+        for (Plan plan : plans.values()) destroy(plan);
         plans.clear();
         invoke(destroy, handle);
         cu.free(workspace);

@@ -493,7 +493,7 @@ public final class CudaBackend implements Backend {
     /**
      * out[m,n] = a[m,k]·b[n,k]ᵀ + bias in one cuBLASLt product, the bias added in its epilogue; with pre non-null,
      * pre = a·bᵀ + bias and out = GELU(pre) (GELU_AUX_BIAS). False, having queued nothing, where the epilogue cannot take
-     * these operands or cuBLASLt has no algorithm for them. GELU is fused for bf16 outputs only: cuBLAS does not say how
+     * these operands or cuBLASLt has no algorithm for them (the rounded bias may have been queued). GELU is fused for bf16 outputs only: cuBLAS does not say how
      * exactly its epilogue evaluates tanh, and the fp32 mode is the reference precision (1e-4 against the CPU).
      */
     private boolean linearEpilogue(String op, Tensor out, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
@@ -515,8 +515,7 @@ public final class CudaBackend implements Backend {
         long aux = pre == null ? 0 : pre.data().address();
         if (!blas.supports(epilogue, o, x, w, bb, aux, m, n, k, false, true, abType, cType, compute)) return false;
         if (epilogueBias != bias) convert(epilogueBias, bias, n);
-        blas.matmul(o, x, w, epilogue, bb, aux, m, n, k, false, true, false, abType, cType, compute, !capturing);
-        return true;
+        return blas.matmul(o, x, w, epilogue, bb, aux, m, n, k, false, true, false, abType, cType, compute, !capturing);
     }
 
     @Override
@@ -544,7 +543,9 @@ public final class CudaBackend implements Backend {
         long w = dweight.data().address(), dy = dout.data().address(), x = a.data().address(), s = sums.data().address();
         // the product as matmul(dweight, dout, a, n, k, m, transA, !transB, accumulate)
         if (!blas.supports(CublasLt.Epilogue.BGRADB, w, dy, x, s, 0, n, k, m, true, false, abType, f32, compute)) return false;
-        blas.matmul(w, dy, x, CublasLt.Epilogue.BGRADB, s, 0, n, k, m, true, false, true, abType, f32, compute, !capturing);
+        if (!blas.matmul(w, dy, x, CublasLt.Epilogue.BGRADB, s, 0, n, k, m, true, false, true, abType, f32, compute, !capturing)) {
+            return false;
+        }
         add(dbias, dbias, sums, n);
         return true;
     }
