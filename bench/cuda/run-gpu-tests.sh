@@ -25,7 +25,7 @@ case "${1:-}" in
   run)
     shift
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    .gpu-jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g \
+    .gpu-jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-UseProfiledLoopPredicate -Xmx16g \
       -jar .gpu-build/$JUNIT execute --disable-banner --details=tree \
       -cp .gpu-build/frugal.jar:.gpu-build/test-classes --select-class frugal.backend.cuda.CudaBackendTest "$@"
     ;;

@@ -83,6 +83,26 @@ public interface Backend extends AutoCloseable {
         if (bias != null) addBias(out, bias, m, n);
     }
 
+    /**
+     * The forward of a linear layer followed by GELU (tanh): pre[m,n] = a[m,k]·b[n,k]ᵀ (+ bias[n] when bias is
+     * non-null), act = GELU(pre); pre and act have one element type. linearForward then geluForward, which a backend
+     * may do in one product (cuBLASLt's GELU_AUX_BIAS epilogue writes act and pre together), sparing a pass over pre.
+     */
+    default void linearGeluForward(Tensor act, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        linearForward(pre, a, b, bias, m, n, k);
+        geluForward(act, pre, (long) m * n);
+    }
+
+    /**
+     * The parameter gradients of {@link #linearForward} (same m, n, k): dweight[n,k] += dout[m,n]ᵀ·a[m,k] (F32
+     * dweight, fp32 accumulation) and, when dbias is non-null, dbias[n] += Σ over rows of dout. matmul then
+     * biasBackward, which a backend may do in one product (cuBLASLt's BGRADB epilogue sums dout while reading it).
+     */
+    default void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
+        matmul(dweight, dout, a, n, k, m, true, false, true);
+        if (dbias != null) biasBackward(dbias, dout, m, n);
+    }
+
     /** out[r,c] += bias[c]. */
     void addBias(Tensor out, Tensor bias, int rows, int cols);
 

@@ -74,6 +74,20 @@ public final class ProfilingBackend implements Backend {
         stop(bias != null ? "matmul fwd (NT) + bias" : "matmul fwd (NT)", t, 2.0 * m * n * k);
     }
 
+    @Override
+    public void linearGeluForward(Tensor act, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        long t = start();
+        inner.linearGeluForward(act, pre, a, b, bias, m, n, k);
+        stop(bias != null ? "matmul fwd (NT) + bias + gelu" : "matmul fwd (NT) + gelu", t, 2.0 * m * n * k);
+    }
+
+    @Override
+    public void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
+        long t = start();
+        inner.linearWeightBackward(dweight, dbias, dout, a, m, n, k);
+        stop(dbias != null ? "matmul dW (TN) + bias backward" : "matmul dW (TN)", t, 2.0 * m * n * k);
+    }
+
     /** Captures through the wrapped backend while profiling is off (a profiled op synchronizes, which a graph cannot). */
     @Override
     public Graph capture(Runnable work) {

@@ -3,7 +3,7 @@ package frugal.nn;
 import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
-/** fc → GELU(tanh) → proj. Stashes the pre-activation (GELU's input). */
+/** fc → GELU(tanh) → proj, fc and GELU in one product where the backend can. Stashes the pre-activation (GELU's input). */
 public final class GeluMlp implements Mlp {
     private final String name;
     private final Linear fc;
@@ -20,8 +20,7 @@ public final class GeluMlp implements Mlp {
         int hidden = fc.out();
         Tensor pre = ctx.stashed(name + ".fc", "mlp.fc", new int[]{rows, hidden}, StashKind.ACTIVATION_INPUT);
         Tensor act = ctx.stashed(name + ".gelu", "mlp.gelu", new int[]{rows, hidden}, StashKind.LINEAR_INPUT);
-        fc.forward(ctx, pre, x, rows);
-        ctx.ops().geluForward(act, pre, (long) rows * hidden);
+        fc.forwardGelu(ctx, act, pre, x, rows);
         ctx.stash().save(name + ".fc", StashKind.ACTIVATION_INPUT, pre);
         proj.forward(ctx, y, act, rows);
     }

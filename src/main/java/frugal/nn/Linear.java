@@ -35,10 +35,25 @@ public final class Linear {
 
     /** y[rows, out] = x[rows, in]·Wᵀ + b; stashes x (DSQ's q1), with x and W as the GEMM reads them at q0. */
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
+        forward(ctx, y, null, x, rows);
+    }
+
+    /**
+     * pre[rows, out] = x·Wᵀ + b and act = GELU(pre), in one product where the backend can (the GELU epilogue spares
+     * a pass over pre); stashes and quantizes as {@link #forward(Context, Tensor, Tensor, int)}.
+     */
+    public void forwardGelu(Context ctx, Tensor act, Tensor pre, Tensor x, int rows) {
+        forward(ctx, act, pre, x, rows);
+    }
+
+    /** y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre). */
+    private void forward(Context ctx, Tensor y, Tensor pre, Tensor x, int rows) {
         Stash s = ctx.stash();
         s.save(name + ".in", StashKind.LINEAR_INPUT, x);
         Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
-        ctx.ops().linearForward(y, xq, wq, bias == null ? null : bias.value(), rows, out, in);
+        Tensor b = bias == null ? null : bias.value();
+        if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
+        else ctx.ops().linearGeluForward(y, pre, xq, wq, b, rows, out, in);
         s.ledger().gemm((double) rows * out * in, x.size(), s.bits(QuantPoint.Q0), wq.size(), s.bits(QuantPoint.Q0));
     }
 
@@ -47,14 +62,18 @@ public final class Linear {
         ctx.ops().linearForward(y, x, weight.compute(), bias == null ? null : bias.value(), rows, out, in);
     }
 
-    /** dx[rows, in] = dy·W (overwrites); dW += dyᵀ·x; db += Σ dy. Both GEMMs read dy at q2; W at q3. */
+    /**
+     * dx[rows, in] = dy·W (overwrites); dW += dyᵀ·x; db += Σ dy. Both GEMMs read dy at q2; W at q3. db comes with
+     * the dW product (which may sum its operand as it reads it) only when q2 leaves dy as it is: db is Σ dy, not Σ dyq.
+     */
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
         Stash s = ctx.stash();
         Tensor x = s.load(name + ".in");
         Tensor dyq = s.gemmOperand(QuantPoint.Q2, "a", dy);
-        ctx.ops().matmul(weight.grad(), dyq, x, out, in, rows, true, false, true);
+        Tensor db = bias == null ? null : bias.grad();
+        ctx.ops().linearWeightBackward(weight.grad(), dyq == dy ? db : null, dyq, x, rows, out, in);
         s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), x.size(), s.bits(name + ".in"));
-        if (bias != null) ctx.ops().biasBackward(bias.grad(), dy, rows, out);
+        if (db != null && dyq != dy) ctx.ops().biasBackward(db, dy, rows, out);
         if (dx != null) {
             Tensor wq = s.gemmOperand(QuantPoint.Q3, "b", weight.compute());
             ctx.ops().matmul(dx, dyq, wq, rows, in, out, false, false, false);

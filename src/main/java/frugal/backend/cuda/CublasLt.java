@@ -7,6 +7,7 @@ import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
 import java.lang.invoke.MethodHandle;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.Map;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
@@ -17,7 +18,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 /**
  * cuBLASLt matrix products on row-major tensors. Row-major X[r,c] is column-major Xᵀ with leading dimension c,
  * so out = op(a)·op(b) (row-major) is computed as outᵀ = op(b)ᵀ·op(a)ᵀ (column-major): b is passed as cuBLAS's
- * A and a as its B. Descriptors and the heuristic's algorithm are cached per shape.
+ * A and a as its B, and cuBLAS's D has n rows and m columns. Descriptors and the chosen algorithm are cached per
+ * shape and {@link Epilogue}.
  */
 final class CublasLt implements AutoCloseable {
     // library_types.h: cudaDataType_t
@@ -34,9 +36,9 @@ final class CublasLt implements AutoCloseable {
     static final int DESC_TRANSB = 4;
     static final int DESC_EPILOGUE = 7;
     static final int DESC_BIAS_POINTER = 8;
+    static final int DESC_EPILOGUE_AUX_POINTER = 11;
+    static final int DESC_EPILOGUE_AUX_LD = 12;
     static final int DESC_BIAS_DATA_TYPE = 26;
-    // cublasLt.h: cublasLtEpilogue_t
-    static final int EPILOGUE_BIAS = 4;
     // cublasLt.h: cublasLtMatmulPreferenceAttributes_t
     static final int PREF_MAX_WORKSPACE_BYTES = 1;
     static final int PREF_MIN_ALIGNMENT_A_BYTES = 5;
@@ -59,8 +61,39 @@ final class CublasLt implements AutoCloseable {
             prefDestroy, heuristic, destroy;
     private final MemorySegment handle;
     private final long workspace;
-    private final MemorySegment alpha, betaZero, betaOne, biasPointer;
+    private final MemorySegment alpha, betaZero, betaOne, pointerArgument;
     private final Map<PlanKey, Plan> plans = new HashMap<>();
+    /** Keys for which the heuristic found no algorithm (their callers do the epilogue's work separately). */
+    private final Map<PlanKey, String> unsupported = new LinkedHashMap<>();
+
+    /**
+     * The epilogues used, by their cublasLt.h cublasLtEpilogue_t values, in row-major terms (out[m,n] = op(a)·op(b)).
+     * Each has a vector (BIAS_POINTER) of out's element type (cublasLtMatmul's type table: fp32 for an fp32 out, bf16
+     * for a bf16 one), given per call.
+     */
+    enum Epilogue {
+        /** No epilogue (CUBLASLT_EPILOGUE_DEFAULT). */
+        NONE(1),
+        /** out[i,j] = product + bias[j]: n values, one per row of cuBLAS's D. */
+        BIAS(4),
+        /**
+         * aux = product + bias (written, out's type and layout), out = GELU(aux), GELU the tanh approximation
+         * 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) (cuBLAS docs, cublasLtEpilogue_t note): GPT-2's gelu_new. cuBLAS needs
+         * aux's leading dimension, n here, to be a multiple of 8.
+         */
+        GELU_AUX_BIAS(164),
+        /**
+         * Writes (never accumulates) bias[i] = Σ_l op(a)[i,l], i &lt; m: cuBLAS's B is our a and BGRADB reduces it over k,
+         * one value per column of cuBLAS's D (our m).
+         */
+        BGRADB(512);
+
+        final int value;
+
+        Epilogue(int value) {
+            this.value = value;
+        }
+    }
 
     static NativeLibs.Lib library() {
         NativeLibs.Lib l = library;
@@ -101,7 +134,7 @@ final class CublasLt implements AutoCloseable {
         alpha = arena.allocateFrom(JAVA_FLOAT, 1f);
         betaZero = arena.allocateFrom(JAVA_FLOAT, 0f);
         betaOne = arena.allocateFrom(JAVA_FLOAT, 1f);
-        biasPointer = arena.allocate(JAVA_LONG);
+        pointerArgument = arena.allocate(JAVA_LONG);
     }
 
     private String statusText(int status) {
@@ -127,8 +160,21 @@ final class CublasLt implements AutoCloseable {
         }
     }
 
+    /** A plan's shape, types, epilogue and the alignments (bytes) of its pointers, 0 for a vector the epilogue lacks. */
     private record PlanKey(int m, int n, int k, boolean transA, boolean transB, int abType, int cType, int computeType,
-                           int alignA, int alignB, int alignC, boolean bias) {
+                           int alignA, int alignB, int alignC, Epilogue epilogue, int alignBias, int alignAux) {
+        @Override
+        public String toString() {
+            return String.format("%s m=%d n=%d k=%d %s%s %s->%s (alignments a/b/out/bias/aux %d/%d/%d/%d/%d bytes)", epilogue,
+                    m, n, k, transA ? "T" : "N", transB ? "T" : "N", typeName(abType), typeName(cType), alignA, alignB, alignC,
+                    alignBias, alignAux);
+        }
+    }
+
+    private static PlanKey key(Epilogue epilogue, long out, long a, long b, long bias, long aux, int m, int n, int k,
+                               boolean transA, boolean transB, int abType, int cType, int computeType) {
+        return new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out),
+                epilogue, bias == 0 ? 0 : alignment(bias), aux == 0 ? 0 : alignment(aux));
     }
 
     private record Plan(MemorySegment desc, MemorySegment layoutA, MemorySegment layoutB, MemorySegment layoutC,
@@ -149,52 +195,68 @@ final class CublasLt implements AutoCloseable {
      */
     void matmul(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
                 int abType, int cType, int computeType, boolean tune) {
-        matmul(out, a, b, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType, tune);
+        matmul(out, a, b, Epilogue.NONE, 0, 0, m, n, k, transA, transB, accumulate, abType, cType, computeType, tune);
     }
 
     /**
-     * Whether a plan with the bias epilogue (a bias of out's type added to every row of out) exists for this shape;
-     * false when cuBLASLt has none (the caller then adds the bias itself).
+     * Whether cuBLASLt has an algorithm for this product with this epilogue, bias and aux being the device pointers
+     * the call will pass (their alignment counts); false, printed once per shape (stderr), where it has none: the
+     * caller then does the epilogue's work itself.
      */
-    boolean supportsBias(long out, long a, long b, int m, int n, int k, boolean transA, boolean transB, int abType,
-                         int cType, int computeType) {
-        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out), true);
+    boolean supports(Epilogue epilogue, long out, long a, long b, long bias, long aux, int m, int n, int k, boolean transA,
+                     boolean transB, int abType, int cType, int computeType) {
+        PlanKey key = key(epilogue, out, a, b, bias, aux, m, n, k, transA, transB, abType, cType, computeType);
         if (plans.containsKey(key)) return true;
-        if (noBias.contains(key)) return false;
+        if (unsupported.containsKey(key)) return false;
         try {
             candidates(key).close();
             return true;
         } catch (FrugalException e) {
-            noBias.add(key);
+            turnDown(key, e.getMessage());
             return false;
         }
     }
 
-    private final java.util.Set<PlanKey> noBias = new java.util.HashSet<>();
-
-    /** As above, with bias (a device pointer to n elements of cType, 0 for none) added to each row of out in the epilogue. */
-    void matmul(long out, long a, long b, long bias, int m, int n, int k, boolean transA, boolean transB, boolean accumulate,
-                int abType, int cType, int computeType, boolean tune) {
-        if (m == 0 || n == 0) return;
-        PlanKey key = new PlanKey(m, n, k, transA, transB, abType, cType, computeType, alignment(b), alignment(a), alignment(out),
-                bias != 0);
-        Plan plan = plans.get(key);
-        if (plan == null) {
-            plan = plan(key, tune ? new Operands(out, a, b, bias, accumulate) : null);
-            plans.put(key, plan);
-        }
-        int r = run(plan, plan.algo, out, a, b, bias, accumulate);
-        if (r != 0) {
-            throw new FrugalException("cublasLtMatmul(m=" + m + ", n=" + n + ", k=" + k + ", transA=" + transA + ", transB="
-                    + transB + ") failed: " + statusText(r));
-        }
+    private void turnDown(PlanKey key, String reason) {
+        unsupported.put(key, key + ": " + reason);
+        System.err.println("cuBLASLt: no algorithm runs " + key + " (" + reason + "); the epilogue's work runs as separate kernels");
     }
 
-    private int run(Plan plan, MemorySegment algo, long out, long a, long b, long bias, boolean accumulate) {
-        if (bias != 0) {
-            biasPointer.set(JAVA_LONG, 0, bias);
-            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, plan.desc, DESC_BIAS_POINTER, biasPointer, 8L));
+    /** The products {@link #supports} turned down so far, each with the reason. */
+    java.util.List<String> unsupported() {
+        return java.util.List.copyOf(unsupported.values());
+    }
+
+    /**
+     * As above, with an epilogue: bias a device pointer to the epilogue's vector (n elements of cType for BIAS and
+     * GELU_AUX_BIAS, read; m for BGRADB, written), aux one to GELU_AUX_BIAS's [m, n] output of cType (0 otherwise).
+     * False, having run nothing, where the first call of a new epilogue plan is refused (the heuristic offered what
+     * cublasLtMatmul then rejects): the key is then {@link #supports unsupported} and the caller does the work unfused.
+     */
+    boolean matmul(long out, long a, long b, Epilogue epilogue, long bias, long aux, int m, int n, int k, boolean transA,
+                   boolean transB, boolean accumulate, int abType, int cType, int computeType, boolean tune) {
+        if (m == 0 || n == 0) return true;
+        PlanKey key = key(epilogue, out, a, b, bias, aux, m, n, k, transA, transB, abType, cType, computeType);
+        Plan plan = plans.get(key);
+        boolean fresh = plan == null;
+        if (fresh) {
+            plan = plan(key, tune ? new Operands(out, a, b, bias, aux, accumulate) : null);
+            plans.put(key, plan);
         }
+        int r = run(plan, plan.algo, out, a, b, bias, aux, accumulate);
+        if (r == 0) return true;
+        if (fresh && epilogue != Epilogue.NONE) {
+            plans.remove(key);
+            destroy(plan);
+            turnDown(key, "cublasLtMatmul: " + statusText(r));
+            return false;
+        }
+        throw new FrugalException("cublasLtMatmul(" + key + ", accumulate=" + accumulate + ") failed: " + statusText(r));
+    }
+
+    private int run(Plan plan, MemorySegment algo, long out, long a, long b, long bias, long aux, boolean accumulate) {
+        if (bias != 0) setPointer(plan.desc, DESC_BIAS_POINTER, bias);
+        if (aux != 0) setPointer(plan.desc, DESC_EPILOGUE_AUX_POINTER, aux);
         return invoke(matmulHandle, handle, plan.desc, alpha, MemorySegment.ofAddress(b), plan.layoutA,
                 MemorySegment.ofAddress(a), plan.layoutB, accumulate ? betaOne : betaZero, MemorySegment.ofAddress(out),
                 plan.layoutC, MemorySegment.ofAddress(out), plan.layoutC, algo, MemorySegment.ofAddress(workspace),
@@ -202,7 +264,7 @@ final class CublasLt implements AutoCloseable {
     }
 
     /** The device pointers of the call that creates a plan, for timing its candidates. */
-    private record Operands(long out, long a, long b, long bias, boolean accumulate) {
+    private record Operands(long out, long a, long b, long bias, long aux, boolean accumulate) {
     }
 
     /** Descriptors and the heuristic's candidate algorithms (best first, by its estimate) for one key. */
@@ -235,7 +297,7 @@ final class CublasLt implements AutoCloseable {
      * all alike; a candidate's time is its median round. Another than the heuristic's first is taken only when at least
      * 3% faster (the timings of close candidates move by about that much between calls). An accumulating product writes
      * to a scratch buffer instead (so that it is not applied many times); any other writes its real output, which the
-     * call then overwrites.
+     * call then overwrites, as it does the epilogue's outputs (aux, the bias gradient), which are never accumulated.
      */
     private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
         Plan plan = new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, null);
@@ -247,15 +309,15 @@ final class CublasLt implements AutoCloseable {
             if (op.accumulate) cu.memsetD8(scratch, (byte) 0, bytes, stream);
             java.util.List<MemorySegment> runnable = new java.util.ArrayList<>();
             for (MemorySegment algo : c.algos) {
-                if (run(plan, algo, out, op.a, op.b, op.bias, op.accumulate) == 0) runnable.add(algo);
+                if (run(plan, algo, out, op.a, op.b, op.bias, op.aux, op.accumulate) == 0) runnable.add(algo);
             }
             if (runnable.isEmpty()) return c.algos.getFirst();
-            for (int r = 0; r < 3; r++) run(plan, runnable.getFirst(), out, op.a, op.b, op.bias, op.accumulate);
+            for (int r = 0; r < 3; r++) run(plan, runnable.getFirst(), out, op.a, op.b, op.bias, op.aux, op.accumulate);
             float[][] ms = new float[runnable.size()][5];
             for (int round = 0; round < 5; round++) {
                 for (int i = 0; i < runnable.size(); i++) {
                     cu.eventRecord(start, stream);
-                    for (int r = 0; r < 2; r++) run(plan, runnable.get(i), out, op.a, op.b, op.bias, op.accumulate);
+                    for (int r = 0; r < 2; r++) run(plan, runnable.get(i), out, op.a, op.b, op.bias, op.aux, op.accumulate);
                     cu.eventRecord(end, stream);
                     ms[i][round] = cu.eventElapsed(start, end) / 2;
                 }
@@ -274,9 +336,9 @@ final class CublasLt implements AutoCloseable {
                 }
             }
             if (TUNE_LOG) {
-                System.err.printf("gemm m=%d n=%d k=%d %s%s %s->%s bias=%b acc=%b: ms by candidate%s; picked %.4f (%.0f TFLOP/s)%n",
+                System.err.printf("gemm m=%d n=%d k=%d %s%s %s->%s epilogue=%s acc=%b: ms by candidate%s; picked %.4f (%.0f TFLOP/s)%n",
                         key.m, key.n, key.k, key.transA ? "T" : "N", key.transB ? "T" : "N", typeName(key.abType),
-                        typeName(key.cType), key.bias, op.accumulate, log, bestMs, 2.0 * key.m * key.n * key.k / bestMs / 1e9);
+                        typeName(key.cType), key.epilogue, op.accumulate, log, bestMs, 2.0 * key.m * key.n * key.k / bestMs / 1e9);
             }
             return best;
         } finally {
@@ -295,15 +357,11 @@ final class CublasLt implements AutoCloseable {
         MemorySegment p = arena.allocate(ADDRESS);
         check("cublasLtMatmulDescCreate", invoke(descCreate, p, key.computeType, CUDA_R_32F));
         MemorySegment desc = p.get(ADDRESS, 0);
-        // cuBLAS's A is our b: column-major view of row-major b[k,n] is bᵀ[n,k] (op N); of b[n,k] (transB) it is
-        // [k,n] and needs op T.
-        setInt(desc, DESC_TRANSA, key.transB ? CUBLAS_OP_T : CUBLAS_OP_N);
-        setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
-        if (key.bias) {
-            setInt(desc, DESC_EPILOGUE, EPILOGUE_BIAS);
-            setInt(desc, DESC_BIAS_DATA_TYPE, key.cType); // cuBLASLt takes a bias of the output's type (not fp32 for bf16)
-            biasPointer.set(JAVA_LONG, 0, 256L); // a placeholder for the heuristic; the real one is set per call
-            check("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", invoke(descSet, desc, DESC_BIAS_POINTER, biasPointer, 8L));
+        try {
+            describe(desc, key);
+        } catch (FrugalException e) { // an attribute this cuBLASLt does not take
+            invoke(descDestroy, desc);
+            throw e;
         }
         MemorySegment layoutA = key.transB ? layout(key.abType, key.k, key.n, key.k) : layout(key.abType, key.n, key.k, key.n);
         MemorySegment layoutB = key.transA ? layout(key.abType, key.m, key.k, key.m) : layout(key.abType, key.k, key.m, key.k);
@@ -350,9 +408,35 @@ final class CublasLt implements AutoCloseable {
         }
     }
 
+    /** Sets the operation attributes of key's plan on desc. */
+    private void describe(MemorySegment desc, PlanKey key) {
+        // cuBLAS's A is our b: column-major view of row-major b[k,n] is bᵀ[n,k] (op N); of b[n,k] (transB) it is
+        // [k,n] and needs op T.
+        setInt(desc, DESC_TRANSA, key.transB ? CUBLAS_OP_T : CUBLAS_OP_N);
+        setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
+        if (key.epilogue != Epilogue.NONE) {
+            setInt(desc, DESC_EPILOGUE, key.epilogue.value);
+            setInt(desc, DESC_BIAS_DATA_TYPE, key.cType); // a vector of the output's type (not fp32 for bf16 outputs)
+            // the heuristic reads only the alignment of the pointers: placeholders of the real ones' alignment, which
+            // each call then sets
+            setPointer(desc, DESC_BIAS_POINTER, key.alignBias);
+        }
+        if (key.epilogue == Epilogue.GELU_AUX_BIAS) {
+            setPointer(desc, DESC_EPILOGUE_AUX_POINTER, key.alignAux);
+            // aux has out's layout: column-major n x m, leading dimension n
+            check("cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_LD)",
+                    invoke(descSet, desc, DESC_EPILOGUE_AUX_LD, arena.allocateFrom(JAVA_LONG, key.n), 8L));
+        }
+    }
+
     private void setInt(MemorySegment desc, int attribute, int value) {
         check("cublasLtMatmulDescSetAttribute(" + attribute + ")",
                 invoke(descSet, desc, attribute, arena.allocateFrom(JAVA_INT, value), 4L));
+    }
+
+    private void setPointer(MemorySegment desc, int attribute, long pointer) {
+        pointerArgument.set(JAVA_LONG, 0, pointer);
+        check("cublasLtMatmulDescSetAttribute(" + attribute + ")", invoke(descSet, desc, attribute, pointerArgument, 8L));
     }
 
     private void setPref(MemorySegment pref, int attribute, MemorySegment value, long bytes) {
@@ -365,14 +449,16 @@ final class CublasLt implements AutoCloseable {
         return p.get(ADDRESS, 0);
     }
 
+    private void destroy(Plan plan) {
+        invoke(descDestroy, plan.desc);
+        invoke(layoutDestroy, plan.layoutA);
+        invoke(layoutDestroy, plan.layoutB);
+        invoke(layoutDestroy, plan.layoutC);
+    }
+
     @Override
     public void close() {
-        for (Plan plan : plans.values()) {
-            invoke(descDestroy, plan.desc);
-            invoke(layoutDestroy, plan.layoutA);
-            invoke(layoutDestroy, plan.layoutB);
-            invoke(layoutDestroy, plan.layoutC);
-        }
+        for (Plan plan : plans.values()) destroy(plan);
         plans.clear();
         invoke(destroy, handle);
         cu.free(workspace);

@@ -27,6 +27,12 @@ public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
             ATTENTION = "attention.cu", FLASH = "flash.cu";
     private static final int ATTENTION_WARPS = 8;
+    /**
+     * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE (each 1 by default): 0 does that
+     * cuBLASLt epilogue's work (bias add, GELU, bias gradient) in separate kernels instead, to time what it saves.
+     */
+    private static final boolean BIAS_EPILOGUE = epilogueOn("FRUGAL_CUDA_BIAS_EPILOGUE"),
+            GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), BGRAD_EPILOGUE = epilogueOn("FRUGAL_CUDA_BGRAD_EPILOGUE");
     private static volatile Boolean available;
     private static volatile String unavailableReason = "not checked";
 
@@ -429,6 +435,10 @@ public final class CudaBackend implements Backend {
         return true;
     }
 
+    private static boolean epilogueOn(String variable) {
+        return !"0".equals(System.getenv(variable));
+    }
+
     private static int cudaType(DType t) {
         return switch (t) {
             case F32 -> CublasLt.CUDA_R_32F;
@@ -455,37 +465,94 @@ public final class CudaBackend implements Backend {
         if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F) {
             throw new FrugalException("matmul: F32 operands write F32, not " + out);
         }
-        int compute = abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
         blas.matmul(out.data().address(), a.data().address(), b.data().address(), m, n, k, transA, transB, accumulate,
-                abType, cType, compute, !capturing);
+                abType, cType, computeType(abType), !capturing);
+    }
+
+    /** cuBLAS's compute type for operands of abType: fp32 accumulation, TF32 products for fp32 operands when asked. */
+    private int computeType(int abType) {
+        return abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
     }
 
     @Override
     public void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         bind();
-        if (bias == null || k == 0 || m == 0 || n == 0 || a.dtype() != b.dtype() || !"1".equals(System.getenv().getOrDefault("FRUGAL_CUDA_BIAS_EPILOGUE", "1"))) {
+        if (!BIAS_EPILOGUE || !linearEpilogue("linearForward", out, null, a, b, bias, m, n, k)) {
             Backend.super.linearForward(out, a, b, bias, m, n, k);
-            return;
         }
-        f32("linearForward", bias);
-        need("linearForward", "a", a, (long) m * k);
-        need("linearForward", "b", b, (long) k * n);
-        need("linearForward", "out", out, (long) m * n);
-        need("linearForward", "bias", bias, n);
-        int abType = cudaType(a.dtype()), cType = cudaType(out.dtype());
-        int compute = abType == CublasLt.CUDA_R_32F && tf32 ? CublasLt.CUBLAS_COMPUTE_32F_FAST_TF32 : CublasLt.CUBLAS_COMPUTE_32F;
-        if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F
-                || !blas.supportsBias(out.data().address(), a.data().address(), b.data().address(), m, n, k, false, true, abType, cType, compute)) {
-            Backend.super.linearForward(out, a, b, bias, m, n, k);
-            return;
+    }
+
+    @Override
+    public void linearGeluForward(Tensor act, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        bind();
+        if (!GELU_EPILOGUE || !linearEpilogue("linearGeluForward", act, pre, a, b, bias, m, n, k)) {
+            Backend.super.linearGeluForward(act, pre, a, b, bias, m, n, k);
         }
-        Tensor epilogueBias = bias;
-        if (out.dtype() != DType.F32) { // the epilogue adds a bias of the output's type: round the fp32 bias to bf16 first
-            epilogueBias = new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
-            convert(epilogueBias, bias, n);
+    }
+
+    /**
+     * out[m,n] = a[m,k]·b[n,k]ᵀ + bias in one cuBLASLt product, the bias added in its epilogue; with pre non-null,
+     * pre = a·bᵀ + bias and out = GELU(pre) (GELU_AUX_BIAS). False, having queued nothing, where the epilogue cannot take
+     * these operands or cuBLASLt has no algorithm for them (the rounded bias may have been queued). GELU is fused for bf16 outputs only: cuBLAS does not say how
+     * exactly its epilogue evaluates tanh, and the fp32 mode is the reference precision (1e-4 against the CPU).
+     */
+    private boolean linearEpilogue(String op, Tensor out, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        if (bias == null || m == 0 || n == 0 || k == 0 || a.dtype() != b.dtype()) return false;
+        // aux (pre) is of out's type, its leading dimension (n) a multiple of 8
+        if (pre != null && (out.dtype() != DType.BF16 || pre.dtype() != DType.BF16 || n % 8 != 0)) return false;
+        int abType = cudaType(a.dtype()), cType = cudaType(out.dtype()), compute = computeType(abType);
+        if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F) return false;
+        f32(op, bias);
+        need(op, "a", a, (long) m * k);
+        need(op, "b", b, (long) k * n);
+        need(op, "out", out, (long) m * n);
+        need(op, "bias", bias, n);
+        if (pre != null) need(op, "pre", pre, (long) m * n);
+        // the epilogue adds a bias of out's type: for a bf16 out the fp32 bias is rounded to bf16 first
+        Tensor epilogueBias = out.dtype() == DType.F32 ? bias : new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
+        CublasLt.Epilogue epilogue = pre == null ? CublasLt.Epilogue.BIAS : CublasLt.Epilogue.GELU_AUX_BIAS;
+        long o = out.data().address(), x = a.data().address(), w = b.data().address(), bb = epilogueBias.data().address();
+        long aux = pre == null ? 0 : pre.data().address();
+        if (!blas.supports(epilogue, o, x, w, bb, aux, m, n, k, false, true, abType, cType, compute)) return false;
+        if (epilogueBias != bias) convert(epilogueBias, bias, n);
+        return blas.matmul(o, x, w, epilogue, bb, aux, m, n, k, false, true, false, abType, cType, compute, !capturing);
+    }
+
+    @Override
+    public void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
+        bind();
+        if (!BGRAD_EPILOGUE || !weightBackwardEpilogue(dweight, dbias, dout, a, m, n, k)) {
+            Backend.super.linearWeightBackward(dweight, dbias, dout, a, m, n, k);
         }
-        blas.matmul(out.data().address(), a.data().address(), b.data().address(), epilogueBias.data().address(), m, n, k, false,
-                true, false, abType, cType, compute, !capturing);
+    }
+
+    /**
+     * dweight[n,k] += dout[m,n]ᵀ·a[m,k] with Σ dout from the same cuBLASLt product (BGRADB: dout is the operand it
+     * reduces over m). The epilogue writes the sums, where dbias accumulates: they go to an fp32 scratch vector, then
+     * one n-element add into dbias. False, having queued nothing, where cuBLASLt has no algorithm for it.
+     */
+    private boolean weightBackwardEpilogue(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
+        if (dbias == null || m == 0 || n == 0 || k == 0 || dout.dtype() != a.dtype() || dweight.dtype() != DType.F32) return false;
+        f32("linearWeightBackward", dbias);
+        need("linearWeightBackward", "dout", dout, (long) m * n);
+        need("linearWeightBackward", "a", a, (long) m * k);
+        need("linearWeightBackward", "dweight", dweight, (long) n * k);
+        need("linearWeightBackward", "dbias", dbias, n);
+        int abType = cudaType(a.dtype()), compute = computeType(abType), f32 = CublasLt.CUDA_R_32F;
+        Tensor sums = new Tensor(scratchTensor(4L * n).data(), DType.F32, n);
+        long w = dweight.data().address(), dy = dout.data().address(), x = a.data().address(), s = sums.data().address();
+        // the product as matmul(dweight, dout, a, n, k, m, transA, !transB, accumulate)
+        if (!blas.supports(CublasLt.Epilogue.BGRADB, w, dy, x, s, 0, n, k, m, true, false, abType, f32, compute)) return false;
+        if (!blas.matmul(w, dy, x, CublasLt.Epilogue.BGRADB, s, 0, n, k, m, true, false, true, abType, f32, compute, !capturing)) {
+            return false;
+        }
+        add(dbias, dbias, sums, n);
+        return true;
+    }
+
+    /** The products for which cuBLASLt had no algorithm with the epilogue asked for (they ran unfused), with the reason. */
+    List<String> unfusedEpilogues() {
+        return blas.unsupported();
     }
 
     @Override

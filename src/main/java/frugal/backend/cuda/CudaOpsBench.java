@@ -51,7 +51,7 @@ public final class CudaOpsBench {
         Arrays.sort(ms);
         double t = ms[ms.length / 2];
         String rate = flops > 0 ? String.format("%8.1f TFLOP/s", flops / t / 1e9) : String.format("%8.0f GB/s   ", bytes / t / 1e6);
-        String line = String.format("%-40s %9.3f ms  %s", name, t, rate);
+        String line = String.format("%-56s %9.3f ms  %s", name, t, rate);
         lines.add(line);
         System.out.println(line);
     }
@@ -132,7 +132,7 @@ public final class CudaOpsBench {
     private void gemms() {
         int rows = 16 * 1024, C = 768, V = 50304;
         Tensor x = randomBf16(rows, 4 * C), dy = randomBf16(rows, 4 * C), y = randomBf16(rows, 4 * C), dx = randomBf16(rows, 4 * C);
-        Tensor w = randomBf16(4 * C, 4 * C), dw = random(4 * C, 4 * C), bias = random(4 * C);
+        Tensor w = randomBf16(4 * C, 4 * C), dw = random(4 * C, 4 * C), bias = random(4 * C), pre = randomBf16(rows, 4 * C);
         for (int[] layer : new int[][]{{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}}) {
             int out = layer[0], in = layer[1];
             String shape = rows + "x" + out + "x" + in;
@@ -144,9 +144,19 @@ public final class CudaOpsBench {
                 gpu.addBias(y, bias, rows, out);
             });
             time("fwd NN (weight transposed) " + shape, flops, 0, () -> gpu.matmul(y, x, w, rows, out, in, false, false, false));
+            if (out == 4 * C) { // the fc layer: GELU in the product's epilogue, or after it
+                time("fwd NT + bias + GELU epilogue " + shape, flops, 0,
+                        () -> gpu.linearGeluForward(y, pre, x, w, bias, rows, out, in));
+                time("fwd NT + bias epilogue, then GELU " + shape, flops, 0, () -> {
+                    gpu.linearForward(pre, x, w, bias, rows, out, in);
+                    gpu.geluForward(y, pre, (long) rows * out);
+                });
+            }
             time("dX NN " + rows + "x" + in + "x" + out, flops, 0, () -> gpu.matmul(dx, dy, w, rows, in, out, false, false, false));
             time("dW TN f32 acc " + out + "x" + in + "x" + rows, flops, 0, () -> gpu.matmul(dw, dy, x, out, in, rows, true, false, true));
             time("biasBackward " + rows + "x" + out, 0, 2.0 * rows * out, () -> gpu.biasBackward(bias, dy, rows, out));
+            time("dW TN f32 acc + bias gradient epilogue " + out + "x" + in + "x" + rows, flops, 0,
+                    () -> gpu.linearWeightBackward(dw, bias, dy, x, rows, out, in));
         }
         Tensor wte = randomBf16(V, C), logits = randomBf16(rows, V), dwte = random(V, C);
         double flops = 2.0 * rows * V * C;

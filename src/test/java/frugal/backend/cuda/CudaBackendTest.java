@@ -212,6 +212,22 @@ class CudaBackendTest {
         check("biasBackward (accumulates)", dbias, 1e-5);
     }
 
+    @Test
+    void linearEpilogues() {
+        // fp32 operands: the bias epilogue and BGRADB where cuBLASLt has them (GELU stays a separate kernel in fp32)
+        int m = 300, n = 197, k = 136;
+        Pair x = random(m * k), w = random(n * k), bias = random(n), y = poisoned(m * n), pre = poisoned(m * n);
+        gpu.linearGeluForward(y.g, pre.g, x.g, w.g, bias.g, m, n, k);
+        cpu.linearGeluForward(y.c, pre.c, x.c, w.c, bias.c, m, n, k);
+        check("linearGeluForward act", y, 2e-5);
+        check("linearGeluForward pre", pre, 2e-5);
+        Pair dy = random(m * n), dw = random(n * k), db = random(n);
+        gpu.linearWeightBackward(dw.g, db.g, dy.g, x.g, m, n, k);
+        cpu.linearWeightBackward(dw.c, db.c, dy.c, x.c, m, n, k);
+        check("linearWeightBackward dweight (accumulates)", dw, 2e-5);
+        check("linearWeightBackward dbias (accumulates)", db, 1e-5);
+    }
+
     // ---- normalization
 
     @Test

@@ -184,6 +184,58 @@ class CudaBf16OpsTest {
         check("linearForward bf16→f32 (bias epilogue)", yf, 1e-4);
     }
 
+    /**
+     * Runs op and asserts, when fused is true, that cuBLASLt had an algorithm with the epilogue it asked for (the op
+     * ran as one product rather than as its fallback). Each shape expected fused appears in one test only, so that its
+     * plan is made here.
+     */
+    private static void expectFused(boolean fused, String what, Runnable op) {
+        int before = gpu.unfusedEpilogues().size();
+        op.run();
+        List<String> after = gpu.unfusedEpilogues();
+        if (fused) assertTrue(after.size() == before, what + " ran unfused: " + after.subList(before, after.size()));
+    }
+
+    @Test
+    void linearGeluEpilogue() {
+        // {m, n, k, fused}: GPT-2's fc (n = 3072, k = 768) on fewer rows; a small shape; n = 100, not a multiple of 8
+        // (aux's leading dimension must be one): the composition
+        int[][] shapes = {{512, 3072, 768, 1}, {300, 200, 136, 0}, {64, 100, 64, 0}};
+        for (int[] s : shapes) {
+            int m = s[0], n = s[1], k = s[2];
+            String name = "linearGeluForward " + m + "x" + n + "x" + k;
+            Pair x = act(m, k), w = act(n, k), bias = f32(n), y = act(m, n), pre = act(m, n);
+            expectFused(s[3] == 1, name, () -> gpu.linearGeluForward(y.g, pre.g, x.g, w.g, bias.g, m, n, k));
+            cpu.linearGeluForward(y.c, pre.c, x.c, w.c, bias.c, m, n, k);
+            check(name + " act", y, TOL);
+            check(name + " pre", pre, TOL);
+        }
+    }
+
+    @Test
+    void linearWeightBackwardEpilogue() {
+        // {m (rows), n (out), k (in), fused}: GPT-2's fc and proj dW on fewer rows; a small and an odd shape
+        int[][] shapes = {{512, 3072, 768, 1}, {512, 768, 3072, 1}, {300, 200, 136, 0}, {70, 100, 36, 0}};
+        for (int[] s : shapes) {
+            int m = s[0], n = s[1], k = s[2];
+            String name = "linearWeightBackward " + m + "x" + n + "x" + k;
+            Pair dy = act(m, n), x = act(m, k);
+            // into zeroed gradients, twice (two micro-batches), and into gradients that hold values already
+            Pair dw = f32(new float[n * k], n, k), db = f32(new float[n], n);
+            for (int step = 0; step < 2; step++) {
+                expectFused(s[3] == 1, name, () -> gpu.linearWeightBackward(dw.g, db.g, dy.g, x.g, m, n, k));
+                cpu.linearWeightBackward(dw.c, db.c, dy.c, x.c, m, n, k);
+            }
+            check(name + " dweight, 2 micro-batches", dw, 1e-4);
+            check(name + " dbias, 2 micro-batches", db, 1e-4);
+            Pair dw2 = f32(n, k), db2 = f32(n);
+            gpu.linearWeightBackward(dw2.g, db2.g, dy.g, x.g, m, n, k);
+            cpu.linearWeightBackward(dw2.c, db2.c, dy.c, x.c, m, n, k);
+            check(name + " dweight, accumulated", dw2, 1e-4);
+            check(name + " dbias, accumulated", db2, 1e-4);
+        }
+    }
+
     @Test
     void biasAndActivations() {
         int rows = 70, cols = 200;
