@@ -15,7 +15,9 @@ import java.lang.foreign.MemorySegment;
  * the second call on, the device part is captured once as a graph ({@link Backend#capture}) and replayed, where
  * the backend can (CUDA); elsewhere it runs op by op. The learning rate and step count reach the captured update
  * through device memory ({@link AdamW#prepare}). Parameter values written from outside after the capture (loading
- * weights) are not seen by the replayed step's compute copies: make a new TrainStep then.
+ * weights) are not seen by the replayed step's compute copies: make a new TrainStep then. A stash that quantizes is
+ * never captured: its formats (the policy's stage), rounding seeds and ledger are chosen on the host step by step,
+ * and a replay would repeat those of the captured step.
  */
 public final class TrainStep implements AutoCloseable {
     private final Transformer model;
@@ -76,7 +78,7 @@ public final class TrainStep implements AutoCloseable {
         ops.upload(ids, MemorySegment.ofArray(in));
         ops.upload(targets, MemorySegment.ofArray(tg));
         optimizer.prepare(lr);
-        if (graphs && !captureTried && calls >= 1) {
+        if (graphs && !captureTried && calls >= 1 && !ctx.stash().policy().quantizes()) {
             graph = ops.capture(this::deviceStep);
             captureTried = true;
         }
