@@ -1,6 +1,5 @@
 package frugal.backend;
 
-import frugal.FrugalException;
 import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
@@ -228,24 +227,17 @@ public interface Backend extends AutoCloseable {
     // ---- quantization (DSQ's stash and GEMM operands)
 
     /**
-     * Quantizes src[0, n) block by block into {@code format}: the packed values into {@code packed} (at least
-     * {@link QuantFormat#packedBytes} bytes) and one scale per block into {@code scales} (at least
-     * {@link QuantFormat#scalesBytes} bytes); both are byte tensors (I8). {@code seed} drives stochastic rounding, so that
-     * a run is repeatable. Rejects NaN and ±Inf with an error naming the block.
+     * Quantizes src[0, n) (activations: F32, or BF16 where the backend computes in it) block by block into
+     * {@code format}: the packed values into {@code packed} (at least {@link QuantFormat#packedBytes} bytes) and one
+     * scale per block into {@code scales} (at least {@link QuantFormat#scalesBytes} bytes); both are byte tensors (I8).
+     * Every backend writes the same bytes for the same values. {@code seed} drives stochastic rounding, so that a run is
+     * repeatable. Rejects NaN and ±Inf with an error naming the block; a GPU, which cannot stop there, stores the block
+     * as NaN and throws at the host's next wait on it (see {@code CudaBackend#quantize}).
      */
-    default void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
-        throw notYet("quantize");
-    }
+    void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed);
 
-    /** dst[0, n) = the values that {@link #quantize} packed, as F32. */
-    default void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
-        throw notYet("dequantize");
-    }
-
-    private FrugalException notYet(String op) {
-        return new FrugalException(op + " (quantized stash, DSQ) is not yet on the " + name()
-                + " backend: train with --stash keep there, or on --device cpu");
-    }
+    /** dst[0, n) = the values that {@link #quantize} packed, as dst's type (F32, or BF16 rounded to nearest even). */
+    void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format);
 
     // ---- graphs
 

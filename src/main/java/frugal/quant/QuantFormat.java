@@ -1,6 +1,7 @@
 package frugal.quant;
 
 import frugal.FrugalException;
+import frugal.tensor.Tensor;
 
 import java.util.Locale;
 
@@ -12,7 +13,8 @@ import java.util.Locale;
  *   <li>{@link Scheme#BFP} block floating point (DSQ's format): s = 2^e is the smallest power of two with
  *       max|x| ≤ (2^(bits−1) − 1)·s, stored as one shared exponent byte per block (so nothing is clipped, and
  *       stochastic rounding stays unbiased at the top of the range);</li>
- *   <li>{@link Scheme#INT} per-block integer: s = max|x| / (2^(bits−1) − 1), stored as an F32 per block.</li>
+ *   <li>{@link Scheme#INT} per-block integer: s = max|x| / (2^(bits−1) − 1), stored as an F32 per block (NaN for a
+ *       block that held NaN or ±Inf, as the GPU writes it: see {@link #NAN_BLOCK}).</li>
  * </ul>
  * Written as {@code bfp4}, {@code int8}, optionally with the block and stochastic rounding: {@code bfp4/32/sr}.
  */
@@ -91,6 +93,22 @@ public record QuantFormat(Scheme scheme, int bits, int block, Rounding rounding)
         return blocks(n) * scaleBytes();
     }
 
+    /** Throws unless packed and scales are large enough for n values (what quantize and dequantize write and read). */
+    public void checkBuffers(Tensor packed, Tensor scales, long n) {
+        if (packed.byteSize() < packedBytes(n) || scales.byteSize() < scalesBytes(n)) {
+            throw new IllegalArgumentException(this + " of " + n + " values needs " + packedBytes(n) + " packed bytes and "
+                    + scalesBytes(n) + " scale bytes; got " + packed + " and " + scales);
+        }
+    }
+
+    /**
+     * The 32 bits of a stochastic-rounding seed that every backend mixes into its per-element hash, so that the same
+     * seed rounds the same way on each.
+     */
+    public static int seedBits(long seed) {
+        return (int) (seed ^ (seed >>> 32)) * 0x9E3779B9;
+    }
+
     /** Total bytes of n quantized elements. */
     public long bytes(long n) {
         return packedBytes(n) + scalesBytes(n);
@@ -101,16 +119,24 @@ public record QuantFormat(Scheme scheme, int bits, int block, Rounding rounding)
         return bits + 8.0 * scaleBytes() / block;
     }
 
-    /** Smallest and largest shared exponent a BFP block stores; the byte {@link #ZERO_BLOCK} marks an all-zero block. */
-    public static final int MIN_EXPONENT = -127, MAX_EXPONENT = 127;
-    public static final byte ZERO_BLOCK = -128;
+    /**
+     * Smallest and largest shared exponent a BFP block stores (the scales 2^e of F32's normal range). Two bytes outside
+     * that range are markers: {@link #ZERO_BLOCK} for an all-zero block, {@link #NAN_BLOCK} for a block that held NaN
+     * or ±Inf (or a magnitude beyond 2^MAX_EXPONENT·maxLevel), which reads back as NaN. The CPU rejects such a block
+     * instead; the GPU, which cannot stop a kernel, writes the marker (see {@code CudaBackend#quantize}).
+     */
+    public static final int MIN_EXPONENT = Float.MIN_EXPONENT, MAX_EXPONENT = 127;
+    public static final byte ZERO_BLOCK = -128, NAN_BLOCK = -127;
 
-    /** BFP's shared exponent e of a non-zero block: the smallest e with maxAbs ≤ maxLevel·2^e (clamped below). */
+    /**
+     * BFP's shared exponent e of a non-zero block: the smallest e with maxAbs ≤ maxLevel·2^e, or MIN_EXPONENT when
+     * maxAbs/maxLevel is below F32's normal range.
+     */
     public int exponent(float maxAbs) {
         float ratio = maxAbs / maxLevel();
         int e = Math.getExponent(ratio);
-        if (e < Float.MIN_EXPONENT || Math.scalb(1f, e) < ratio) e++;
-        return Math.max(MIN_EXPONENT, e);
+        if (e < MIN_EXPONENT || Math.scalb(1f, e) < ratio) e++;
+        return e;
     }
 
     /** The scale of a block whose largest magnitude is maxAbs (0 for a zero block). */

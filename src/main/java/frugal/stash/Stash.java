@@ -17,8 +17,9 @@ import java.util.Map;
  * loads it. The same policy quantizes the GEMM operands of every linear layer ({@link #gemmOperand}, DSQ's q0–q3).
  * The {@link StashLedger} counts what all of it costs.
  *
- * <p>On the CPU the producer still writes its full-precision output, which is quantized right after; a loaded tensor
- * is dequantized into one of a few scratch buffers shared by all layers, valid until {@value #READ_BUFFERS} more loads.
+ * <p>The producer still writes its full-precision output (F32, or BF16 under mixed precision), which is quantized
+ * right after; a loaded tensor is dequantized into one of a few scratch buffers of its type shared by all layers,
+ * valid until {@value #READ_BUFFERS} more loads.
  */
 public final class Stash {
     private static final int READ_BUFFERS = 4;
@@ -43,8 +44,8 @@ public final class Stash {
     private record Source(long address, long bytes, QuantFormat format) {
     }
 
-    /** A saved tensor: kept as is (packed == null), or packed in a format. */
-    private record Entry(StashKind kind, Tensor kept, Tensor packed, Tensor scales, QuantFormat format, int[] shape) {
+    /** A saved tensor: kept as is (packed == null), or packed in a format, to be read back as {@code dtype}. */
+    private record Entry(StashKind kind, Tensor kept, Tensor packed, Tensor scales, QuantFormat format, DType dtype, int[] shape) {
         long bytes() {
             return kept != null ? kept.byteSize() : format.bytes(Tensor.count(shape));
         }
@@ -86,7 +87,7 @@ public final class Stash {
                 throw new IllegalStateException("stash " + name + ": " + kind.key() + " is kept, but the tensor is in a buffer shared by all"
                         + " layers (give Stash.output every kind the tensor is saved under)");
             }
-            saved.put(name, new Entry(kind, t, null, null, null, t.shape()));
+            saved.put(name, new Entry(kind, t, null, null, null, t.dtype(), t.shape()));
             boolean shared = bySource.containsKey(new Source(t.data().address(), t.byteSize(), null));
             if (!shared) {
                 bySource.put(new Source(t.data().address(), t.byteSize(), null), saved.get(name));
@@ -95,7 +96,9 @@ public final class Stash {
             bytesSaved += t.byteSize();
             return;
         }
-        if (t.dtype() != DType.F32) throw new FrugalException("stash " + name + ": only F32 tensors can be quantized, got " + t);
+        if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) {
+            throw new FrugalException("stash " + name + ": only F32 and BF16 tensors can be quantized, got " + t);
+        }
         Source source = new Source(t.data().address(), t.byteSize(), f);
         Entry same = bySource.get(source);
         if (same != null) { // e.g. attention's output is also the output projection's input
@@ -116,7 +119,7 @@ public final class Stash {
         } catch (FrugalException e) {
             throw new FrugalException("step " + step + ", stash " + name + " (" + kind.key() + "): " + e.getMessage(), e);
         }
-        Entry e = new Entry(kind, null, packed, scales, f, t.shape());
+        Entry e = new Entry(kind, null, packed, scales, f, t.dtype(), t.shape());
         saved.put(name, e);
         bySource.put(source, e);
         ledger.stashed(kind, e.bytes(), bf16);
@@ -146,15 +149,15 @@ public final class Stash {
         ledger.readBack(e.kind, e.bytes());
         bytesRead += e.bytes();
         if (e.kept != null) return e.kept;
-        Tensor out = scratch.get("read." + (reads++ % READ_BUFFERS), DType.F32, e.shape);
+        Tensor out = scratch.get("read." + e.dtype + "." + (reads++ % READ_BUFFERS), e.dtype, e.shape);
         ops.dequantize(out, e.packed, e.scales, out.size(), e.format);
         return out;
     }
 
     /**
      * A GEMM operand as quantization point {@code point} sees it: t itself when the point keeps full precision,
-     * otherwise t quantized and dequantized into a scratch buffer of its {@code role} (at most one live operand per
-     * role), which stands for a GEMM reading low-bit operands (there is no low-bit GEMM on the CPU).
+     * otherwise t quantized and dequantized into a scratch buffer of its {@code role} and type (at most one live operand
+     * per role), which stands for a GEMM reading low-bit operands (there is no low-bit GEMM yet).
      */
     public Tensor gemmOperand(QuantPoint point, String role, Tensor t) {
         QuantFormat f = policy.format(point);
@@ -163,7 +166,7 @@ public final class Stash {
         long n = t.size();
         Tensor packed = scratch.get("gemm.packed." + role, DType.I8, Math.toIntExact(f.bytes(n)));
         Tensor p = packed.slice(0, Math.toIntExact(f.packedBytes(n))), s = packed.slice(f.packedBytes(n), Math.toIntExact(f.scalesBytes(n)));
-        Tensor out = scratch.get("gemm." + role, DType.F32, t.shape());
+        Tensor out = scratch.get("gemm." + role + "." + t.dtype(), t.dtype(), t.shape());
         try {
             ops.quantize(p, s, t, n, f, nextSeed());
         } catch (FrugalException e) {

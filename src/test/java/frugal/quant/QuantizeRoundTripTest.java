@@ -10,6 +10,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -114,6 +115,46 @@ class QuantizeRoundTripTest {
             FrugalException e = assertThrows(FrugalException.class, () -> roundTrip(x, QuantFormat.parse("bfp4"), 0));
             assertTrue(e.getMessage().contains("NaN or Inf") && e.getMessage().contains("block 7"), e.getMessage());
         }
+    }
+
+    /** The markers a GPU writes for a block that held NaN or ±Inf read back as NaN on the CPU too. */
+    @Test
+    void nanBlocksReadBackAsNan() {
+        for (String format : new String[]{"bfp4/32", "int4/32"}) {
+            QuantFormat f = QuantFormat.parse(format);
+            int n = 32 * 3;
+            Tensor packed = CPU.allocate(DType.I8, (int) f.packedBytes(n)), scales = CPU.allocate(DType.I8, (int) f.scalesBytes(n));
+            for (int b = 0; b < 3; b++) {
+                if (f.scheme() == QuantFormat.Scheme.BFP) scales.data().set(ValueLayout.JAVA_BYTE, b, b == 1 ? QuantFormat.NAN_BLOCK : QuantFormat.ZERO_BLOCK);
+                else scales.data().setAtIndex(ValueLayout.JAVA_FLOAT, b, b == 1 ? Float.NaN : 0f);
+            }
+            Tensor out = CPU.allocate(DType.F32, n);
+            CPU.dequantize(out, packed, scales, n, f);
+            float[] y = out.toFloatArray();
+            for (int i = 0; i < n; i++) assertEquals(i / 32 == 1, Float.isNaN(y[i]), format + " element " + i + ": " + y[i]);
+        }
+    }
+
+    /** Subnormal and zero ratios take the smallest normal exponent, so BFP never writes the NAN_BLOCK byte itself. */
+    @Test
+    void bfpExponentsStayInTheNormalRange() {
+        for (int bits = 2; bits <= 8; bits++) {
+            QuantFormat f = QuantFormat.parse("bfp" + bits);
+            for (float maxAbs : new float[]{Float.MIN_VALUE, 1e-40f, Float.MIN_NORMAL, 1e-30f, 1f, 1e30f}) {
+                int e = f.exponent(maxAbs);
+                assertTrue(e >= QuantFormat.MIN_EXPONENT && e <= QuantFormat.MAX_EXPONENT, f + " exponent of " + maxAbs + ": " + e);
+                assertTrue(maxAbs <= f.maxLevel() * (double) Math.scalb(1f, e) || e == QuantFormat.MIN_EXPONENT, f + " clips " + maxAbs);
+            }
+        }
+    }
+
+    @Test
+    void theCpuQuantizesF32Only() {
+        Tensor bf16 = CPU.allocate(DType.BF16, 64);
+        QuantFormat f = QuantFormat.parse("bfp4");
+        Tensor packed = CPU.allocate(DType.I8, (int) f.packedBytes(64)), scales = CPU.allocate(DType.I8, (int) f.scalesBytes(64));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CPU.quantize(packed, scales, bf16, 64, f, 0));
+        assertTrue(e.getMessage().contains("F32"), e.getMessage());
     }
 
     @Test

@@ -2,6 +2,7 @@ package frugal.backend.cpu;
 
 import frugal.FrugalException;
 import frugal.quant.QuantFormat;
+import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -27,11 +28,12 @@ final class CpuQuant {
     }
 
     static void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat f, long seed) {
-        checkSizes(packed, scales, n, f);
+        f.checkBuffers(packed, scales, n);
+        checkF32("quantize", src, n);
         MemorySegment p = packed.data(), sc = scales.data(), x = src.data();
         int block = f.block(), bits = f.bits(), maxLevel = f.maxLevel();
         boolean stochastic = f.rounding() == QuantFormat.Rounding.STOCHASTIC;
-        int seedBits = (int) (seed ^ (seed >>> 32)) * 0x9E3779B9;
+        int seedBits = QuantFormat.seedBits(seed);
         long blocks = f.blocks(n);
         Parallel.forRange(Math.toIntExact(blocks), 64, (b0, b1) -> {
             int[] q = new int[block];
@@ -70,7 +72,8 @@ final class CpuQuant {
     }
 
     static void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat f) {
-        checkSizes(packed, scales, n, f);
+        f.checkBuffers(packed, scales, n);
+        checkF32("dequantize", dst, n);
         MemorySegment p = packed.data(), sc = scales.data(), y = dst.data();
         int block = f.block(), bits = f.bits();
         long blocks = f.blocks(n);
@@ -83,7 +86,7 @@ final class CpuQuant {
                 float s;
                 if (f.scheme() == QuantFormat.Scheme.BFP) {
                     byte e = sc.get(ValueLayout.JAVA_BYTE, b);
-                    s = e == QuantFormat.ZERO_BLOCK ? 0 : Math.scalb(1f, e);
+                    s = e == QuantFormat.ZERO_BLOCK ? 0 : e == QuantFormat.NAN_BLOCK ? Float.NaN : Math.scalb(1f, e);
                 } else {
                     s = sc.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b);
                 }
@@ -177,10 +180,10 @@ final class CpuQuant {
         return ((FloatVector) z.lanewise(VectorOperators.LSHR, 8).convert(VectorOperators.I2F, 0)).mul(0x1.0p-24f);
     }
 
-    private static void checkSizes(Tensor packed, Tensor scales, long n, QuantFormat f) {
-        if (packed.byteSize() < f.packedBytes(n) || scales.byteSize() < f.scalesBytes(n)) {
-            throw new IllegalArgumentException(f + " of " + n + " values needs " + f.packedBytes(n) + " packed bytes and "
-                    + f.scalesBytes(n) + " scale bytes; got " + packed + " and " + scales);
+    /** The CPU computes in F32 only (its activations are F32). */
+    private static void checkF32(String op, Tensor t, long n) {
+        if (t.dtype() != DType.F32 || t.size() < n) {
+            throw new IllegalArgumentException(op + " on the CPU takes " + n + " F32 values, got " + t);
         }
     }
 }

@@ -2,6 +2,7 @@ package frugal.backend.cuda;
 
 import frugal.FrugalException;
 import frugal.backend.Backend;
+import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -25,7 +26,7 @@ import java.util.Map;
  */
 public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
-            ATTENTION = "attention.cu", FLASH = "flash.cu";
+            ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
      * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE (each 1 by default): 0 does that
@@ -56,6 +57,12 @@ public final class CudaBackend implements Backend {
     private final Map<Long, Long> allocations = new LinkedHashMap<>();
     private long scratchPtr;
     private long scratchBytes;
+    /** quant.cu's error word: why blocks were stored as NaN since the last check (bits QUANT_*); see {@link #quantize}. */
+    private final Tensor quantErrors;
+    /** Whether quantize kernels ran (or a graph holding some was replayed) since {@link #checkQuantized} last looked. */
+    private boolean quantizeUnchecked;
+    /** quantize calls so far: a graph whose capture made some sets {@link #quantizeUnchecked} when replayed. */
+    private long quantizeCalls;
     private Thread boundThread;
     private boolean closed;
 
@@ -103,6 +110,7 @@ public final class CudaBackend implements Backend {
         kernels = new Kernels(cu, arch, maxShared, stream);
         blas = new CublasLt(cu, stream);
         peakBytes = allocatedBytes = CublasLt.WORKSPACE_BYTES;
+        quantErrors = allocate(DType.I32, 1);
     }
 
     /**
@@ -273,6 +281,7 @@ public final class CudaBackend implements Backend {
                 MemorySegment.copy(staging, 0, host, 0, bytes);
             }
         }
+        checkQuantized();
     }
 
     private static void checkHost(String op, MemorySegment host, long bytes) {
@@ -301,6 +310,7 @@ public final class CudaBackend implements Backend {
         bind();
         noCapture("synchronize");
         cu.streamSynchronize(stream);
+        checkQuantized();
     }
 
     private void noCapture(String op) {
@@ -329,10 +339,12 @@ public final class CudaBackend implements Backend {
     /** A captured CUDA graph, replayed on the backend's stream. */
     private final class CudaGraph implements Graph {
         private MemorySegment graph, exec;
+        private final boolean quantizes;
 
-        CudaGraph(MemorySegment graph, MemorySegment exec) {
+        CudaGraph(MemorySegment graph, MemorySegment exec, boolean quantizes) {
             this.graph = graph;
             this.exec = exec;
+            this.quantizes = quantizes;
         }
 
         @Override
@@ -340,6 +352,7 @@ public final class CudaBackend implements Backend {
             bind();
             if (exec == null) throw new FrugalException("replay of a closed graph");
             cu.graphLaunch(exec, stream);
+            if (quantizes) quantizeUnchecked = true;
             if (Kernels.SYNC_EACH_LAUNCH) cu.streamSynchronize(stream);
         }
 
@@ -361,6 +374,7 @@ public final class CudaBackend implements Backend {
         bind();
         if (Kernels.SYNC_EACH_LAUNCH) return null; // per-launch synchronization cannot be captured
         cu.streamSynchronize(stream);
+        long quantizeCallsBefore = quantizeCalls;
         cu.beginCapture(stream);
         capturing = true;
         MemorySegment graph;
@@ -379,7 +393,7 @@ public final class CudaBackend implements Backend {
             capturing = false;
         }
         graph = cu.endCapture(stream);
-        return new CudaGraph(graph, cu.graphInstantiate(graph));
+        return new CudaGraph(graph, cu.graphInstantiate(graph), quantizeCalls > quantizeCallsBefore);
     }
 
     // ---- launch helpers
@@ -871,6 +885,68 @@ public final class CudaBackend implements Backend {
 
     /** loss.cu's cross_entropy_packed_P kernels: {P (16-byte packs per thread), their launch bound}. */
     private static final int[][] PACKED_CROSS_ENTROPY = {{1, 1024}, {4, 1024}, {8, 800}};
+
+    // ---- quantization (quant.cu)
+
+    /** quant.cu's error bits. */
+    private static final int QUANT_NON_FINITE = 1, QUANT_BEYOND_BFP = 2;
+
+    /**
+     * As {@link Backend#quantize}, from F32 or BF16, with the CPU's bytes and scales bit for bit. A kernel cannot stop
+     * at a block holding NaN or ±Inf (or, in BFP, a magnitude beyond the largest shared exponent), and a captured step
+     * cannot be interrupted either: such a block is stored as NaN ({@link QuantFormat#NAN_BLOCK} or a NaN INT scale),
+     * so that what reads it back is NaN and so is the loss, and the next {@link #synchronize} or {@link #download}
+     * throws, naming the reason. That is the CPU's error, reported at the host's next wait instead of at the op.
+     */
+    @Override
+    public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
+        bind();
+        String t = act("quantize", src);
+        need("quantize", "src", src, n);
+        format.checkBuffers(packed, scales, n);
+        if (n == 0) return;
+        int lanes = Integer.highestOneBit(Math.min(32, format.block() / 8)); // per block: see quant.cu
+        long warps = (format.blocks(n) + 32 / lanes - 1) / (32 / lanes);
+        int grid = (int) Math.min((warps + 7) / 8, (long) smCount * 32);
+        kernels.launch(QUANT, "quantize_" + t, grid, 1, 1, 256, 1, 1, 0, packed, scales, src, n, format.block(), format.bits(),
+                format.scheme() == QuantFormat.Scheme.INT ? 1 : 0, format.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0,
+                QuantFormat.seedBits(seed), lanes, aligned16(src) ? 1 : 0, quantErrors);
+        quantizeCalls++;
+        quantizeUnchecked = true;
+    }
+
+    /** As {@link Backend#dequantize}, into F32 or BF16 (q·s rounded to nearest even); NaN blocks read back as NaN. */
+    @Override
+    public void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
+        bind();
+        String t = act("dequantize", dst);
+        need("dequantize", "dst", dst, n);
+        format.checkBuffers(packed, scales, n);
+        elementwise(QUANT, "dequantize_" + t, format.blocks(n) * (format.block() / 8), dst, packed, scales, n, format.block(),
+                format.bits(), format.scheme() == QuantFormat.Scheme.INT ? 1 : 0, aligned16(dst) ? 1 : 0);
+    }
+
+    /**
+     * Throws if quantize kernels stored blocks as NaN since the last check (then clears the error word, so it is
+     * reported once); the stream must be idle.
+     */
+    private void checkQuantized() {
+        if (!quantizeUnchecked) return;
+        quantizeUnchecked = false;
+        int errors;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment word = arena.allocate(ValueLayout.JAVA_INT);
+            cu.copyDtoH(word, quantErrors.data().address(), 4, stream);
+            cu.streamSynchronize(stream);
+            errors = word.get(ValueLayout.JAVA_INT, 0);
+        }
+        if (errors == 0) return;
+        cu.memsetD8(quantErrors.data().address(), (byte) 0, 4, stream);
+        String why = (errors & QUANT_NON_FINITE) != 0 ? "NaN or Inf" : "";
+        if ((errors & QUANT_BEYOND_BFP) != 0) why += (why.isEmpty() ? "" : ", and ") + "magnitudes beyond BFP's shared-exponent range";
+        throw new FrugalException("quantize on " + name() + ": blocks holding " + why + " reached a quantized stash or GEMM "
+                + "operand since the host last waited (a diverged step?); they were stored, and read back, as NaN");
+    }
 
     // ---- optimizer
 

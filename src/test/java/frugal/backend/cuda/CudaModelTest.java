@@ -10,6 +10,7 @@ import frugal.model.ModelFiles;
 import frugal.model.Transformer;
 import frugal.nn.Context;
 import frugal.nn.Param;
+import frugal.stash.StashPolicy;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 import frugal.train.AdamW;
@@ -113,15 +114,21 @@ class CudaModelTest {
 
     static final ModelConfig TINY = ModelConfig.gpt2(256, 64, 128, 2, 2); // head dim 64: the flash kernels in bf16
 
-    /** Losses of a 200-step run on the given backend. */
+    /** Losses of a run of the given steps on the given backend. */
     static double[] train(Backend ops, int[] tokens, int steps, boolean graphs) {
+        return train(ops, tokens, steps, graphs, StashPolicy.keep());
+    }
+
+    /** The same through a stash of the given policy (its stages over these steps). */
+    static double[] train(Backend ops, int[] tokens, int steps, boolean graphs, StashPolicy stash) {
         int batch = 8, seq = 64, rows = batch * seq;
         Transformer model = new Transformer(TINY, ops);
         Init.initialize(model, ops, 42);
         AdamW opt = new AdamW(ops, model.params(), 0.9f, 0.95f, 1e-8f, 0.1f);
         Random data = new Random(7);
         double[] losses = new double[steps];
-        try (TrainStep step = new TrainStep(model, opt, ops, Context.of(ops), batch, seq, 1f, graphs)) {
+        Context ctx = Context.of(ops, stash, 3);
+        try (TrainStep step = new TrainStep(model, opt, ops, ctx, batch, seq, 1f, graphs)) {
             for (int s = 0; s < steps; s++) {
                 int[] in = new int[rows], tg = new int[rows];
                 for (int b = 0; b < batch; b++) {
@@ -130,6 +137,7 @@ class CudaModelTest {
                     System.arraycopy(tokens, start + 1, tg, b * seq, seq);
                 }
                 float lr = 3e-3f * Math.min(1f, (s + 1) / 20f);
+                ctx.stash().beginStep(s + 1);
                 losses[s] = step.run(in, tg, lr);
             }
         }
