@@ -102,6 +102,17 @@ public interface Backend extends AutoCloseable {
         if (dbias != null) biasBackward(dbias, dout, m, n);
     }
 
+    /**
+     * The input gradient of a linear layer whose input was GELU(pre), carried back through the GELU:
+     * dpre[m,n] = (dy[m,k]·w[k,n]) ⊙ gelu'(pre[m,n]) (tanh GELU; overwrites dpre, which aliases none of the others;
+     * dy, w, pre and dpre have one element type). matmul then geluBackward, which a backend may do in one product
+     * (cuBLASLt's DGELU epilogue reads pre as it writes the product), sparing a pass over dpre.
+     */
+    default void matmulGeluBackward(Tensor dpre, Tensor dy, Tensor w, Tensor pre, int m, int n, int k) {
+        matmul(dpre, dy, w, m, n, k, false, false, false);
+        geluBackward(dpre, dpre, pre, (long) m * n);
+    }
+
     /** out[r,c] += bias[c]. */
     void addBias(Tensor out, Tensor bias, int rows, int cols);
 

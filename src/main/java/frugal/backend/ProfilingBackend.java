@@ -88,6 +88,13 @@ public final class ProfilingBackend implements Backend {
         stop(dbias != null ? "matmul dW (TN) + bias backward" : "matmul dW (TN)", t, 2.0 * m * n * k);
     }
 
+    @Override
+    public void matmulGeluBackward(Tensor dpre, Tensor dy, Tensor w, Tensor pre, int m, int n, int k) {
+        long t = start();
+        inner.matmulGeluBackward(dpre, dy, w, pre, m, n, k);
+        stop("matmul dX (NN) + gelu backward", t, 2.0 * m * n * k);
+    }
+
     /** Captures through the wrapped backend while profiling is off (a profiled op synchronizes, which a graph cannot). */
     @Override
     public Graph capture(Runnable work) {

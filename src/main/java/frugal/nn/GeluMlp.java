@@ -3,7 +3,10 @@ package frugal.nn;
 import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
-/** fc → GELU(tanh) → proj, fc and GELU in one product where the backend can. Stashes the pre-activation (GELU's input). */
+/**
+ * fc → GELU(tanh) → proj; fc and GELU in one product where the backend can, and in backward proj's input gradient and
+ * GELU's. Stashes the pre-activation (GELU's input).
+ */
 public final class GeluMlp implements Mlp {
     private final String name;
     private final Linear fc;
@@ -28,9 +31,8 @@ public final class GeluMlp implements Mlp {
     @Override
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
         int hidden = fc.out();
-        Tensor dact = ctx.buffers().get("grad.mlp", rows, hidden);
-        proj.backward(ctx, dact, dy, rows);
-        ctx.ops().geluBackward(dact, dact, ctx.stash().load(name + ".fc"), (long) rows * hidden);
-        fc.backward(ctx, dx, dact, rows);
+        Tensor dpre = ctx.buffers().get("grad.mlp", rows, hidden);
+        proj.backwardThroughGelu(ctx, dpre, dy, ctx.stash().load(name + ".fc"), rows);
+        fc.backward(ctx, dx, dpre, rows);
     }
 }

@@ -67,6 +67,20 @@ public final class Linear {
      * the dW product (which may sum its operand as it reads it) only when q2 leaves dy as it is: db is Σ dy, not Σ dyq.
      */
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
+        backward(ctx, dx, dy, null, rows);
+    }
+
+    /**
+     * {@link #backward(Context, Tensor, Tensor, int)} of a layer whose input x was GELU(pre) (GeluMlp's proj): writes
+     * dpre[rows, in] = (dy·W) ⊙ gelu'(pre) where dx would be, in one product where the backend can (the DGELU epilogue
+     * spares a pass over dpre), with the same operands, quantization points and ledger entries as backward.
+     */
+    public void backwardThroughGelu(Context ctx, Tensor dpre, Tensor dy, Tensor pre, int rows) {
+        backward(ctx, dpre, dy, pre, rows);
+    }
+
+    /** dx = dy·W, or with pre non-null, dx = (dy·W) ⊙ gelu'(pre); and the parameter gradients. */
+    private void backward(Context ctx, Tensor dx, Tensor dy, Tensor pre, int rows) {
         Stash s = ctx.stash();
         Tensor x = s.load(name + ".in");
         Tensor dyq = s.gemmOperand(QuantPoint.Q2, "a", dy);
@@ -76,7 +90,8 @@ public final class Linear {
         if (db != null && dyq != dy) ctx.ops().biasBackward(db, dy, rows, out);
         if (dx != null) {
             Tensor wq = s.gemmOperand(QuantPoint.Q3, "b", weight.compute());
-            ctx.ops().matmul(dx, dyq, wq, rows, in, out, false, false, false);
+            if (pre == null) ctx.ops().matmul(dx, dyq, wq, rows, in, out, false, false, false);
+            else ctx.ops().matmulGeluBackward(dx, dyq, wq, pre, rows, in, out);
             s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), wq.size(), s.bits(QuantPoint.Q3));
         }
     }

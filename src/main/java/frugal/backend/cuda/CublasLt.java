@@ -68,30 +68,40 @@ final class CublasLt implements AutoCloseable {
 
     /**
      * The epilogues used, by their cublasLt.h cublasLtEpilogue_t values, in row-major terms (out[m,n] = op(a)·op(b)).
-     * Each has a vector (BIAS_POINTER) of out's element type (cublasLtMatmul's type table: fp32 for an fp32 out, bf16
-     * for a bf16 one), given per call.
+     * A bias vector (BIAS_POINTER) is of out's element type (cublasLtMatmul's type table: fp32 for an fp32 out, bf16
+     * for a bf16 one); an aux matrix (EPILOGUE_AUX_POINTER, EPILOGUE_AUX_DATA_TYPE left unset) is of out's type and
+     * layout, its leading dimension n, which cuBLAS needs to be a multiple of 8. Both pointers are given per call.
      */
     enum Epilogue {
         /** No epilogue (CUBLASLT_EPILOGUE_DEFAULT). */
-        NONE(1),
+        NONE(1, false, false),
         /** out[i,j] = product + bias[j]: n values, one per row of cuBLAS's D. */
-        BIAS(4),
+        BIAS(4, true, false),
         /**
-         * aux = product + bias (written, out's type and layout), out = GELU(aux), GELU the tanh approximation
-         * 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) (cuBLAS docs, cublasLtEpilogue_t note): GPT-2's gelu_new. cuBLAS needs
-         * aux's leading dimension, n here, to be a multiple of 8.
+         * aux = product + bias (written), out = GELU(aux), GELU the tanh approximation
+         * 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) (cuBLAS docs, cublasLtEpilogue_t note): GPT-2's gelu_new.
          */
-        GELU_AUX_BIAS(164),
+        GELU_AUX_BIAS(164, true, true),
+        /**
+         * out = product ⊙ gelu'(aux), aux (read) the pre-activation GELU_AUX_BIAS wrote. The docs give this family's GELU
+         * as the tanh approximation and say no more of DGELU; CudaBf16OpsTest checks that it differentiates that one, not
+         * erf GELU. No bias: DGELU_BGRAD would also sum the gradient, which the fc layer's dW product does (BGRADB).
+         */
+        DGELU(192, false, true),
         /**
          * Writes (never accumulates) bias[i] = Σ_l op(a)[i,l], i &lt; m: cuBLAS's B is our a and BGRADB reduces it over k,
          * one value per column of cuBLAS's D (our m).
          */
-        BGRADB(512);
+        BGRADB(512, true, false);
 
         final int value;
+        /** Whether the epilogue takes a bias vector, an aux matrix. */
+        final boolean bias, aux;
 
-        Epilogue(int value) {
+        Epilogue(int value, boolean bias, boolean aux) {
             this.value = value;
+            this.bias = bias;
+            this.aux = aux;
         }
     }
 
@@ -229,7 +239,8 @@ final class CublasLt implements AutoCloseable {
 
     /**
      * As above, with an epilogue: bias a device pointer to the epilogue's vector (n elements of cType for BIAS and
-     * GELU_AUX_BIAS, read; m for BGRADB, written), aux one to GELU_AUX_BIAS's [m, n] output of cType (0 otherwise).
+     * GELU_AUX_BIAS, read; m for BGRADB, written), aux one to its [m, n] matrix of cType (GELU_AUX_BIAS's output,
+     * DGELU's input); 0 for what the epilogue lacks.
      * False, having run nothing, where the first call of a new epilogue plan is refused (the heuristic offered what
      * cublasLtMatmul then rejects): the key is then {@link #supports unsupported} and the caller does the work unfused.
      */
@@ -297,7 +308,8 @@ final class CublasLt implements AutoCloseable {
      * all alike; a candidate's time is its median round. Another than the heuristic's first is taken only when at least
      * 3% faster (the timings of close candidates move by about that much between calls). An accumulating product writes
      * to a scratch buffer instead (so that it is not applied many times); any other writes its real output, which the
-     * call then overwrites, as it does the epilogue's outputs (aux, the bias gradient), which are never accumulated.
+     * call then overwrites, as it does the epilogue's outputs (GELU_AUX_BIAS's aux, the bias gradient), which are never
+     * accumulated; DGELU's aux is only read.
      */
     private MemorySegment fastest(PlanKey key, Candidates c, Operands op) {
         Plan plan = new Plan(c.desc, c.layoutA, c.layoutB, c.layoutC, null);
@@ -414,14 +426,14 @@ final class CublasLt implements AutoCloseable {
         // [k,n] and needs op T.
         setInt(desc, DESC_TRANSA, key.transB ? CUBLAS_OP_T : CUBLAS_OP_N);
         setInt(desc, DESC_TRANSB, key.transA ? CUBLAS_OP_T : CUBLAS_OP_N);
-        if (key.epilogue != Epilogue.NONE) {
-            setInt(desc, DESC_EPILOGUE, key.epilogue.value);
+        if (key.epilogue != Epilogue.NONE) setInt(desc, DESC_EPILOGUE, key.epilogue.value);
+        // the heuristic reads only the alignment of the pointers: placeholders of the real ones' alignment, which each
+        // call then sets
+        if (key.epilogue.bias) {
             setInt(desc, DESC_BIAS_DATA_TYPE, key.cType); // a vector of the output's type (not fp32 for bf16 outputs)
-            // the heuristic reads only the alignment of the pointers: placeholders of the real ones' alignment, which
-            // each call then sets
             setPointer(desc, DESC_BIAS_POINTER, key.alignBias);
         }
-        if (key.epilogue == Epilogue.GELU_AUX_BIAS) {
+        if (key.epilogue.aux) {
             setPointer(desc, DESC_EPILOGUE_AUX_POINTER, key.alignAux);
             // aux has out's layout: column-major n x m, leading dimension n
             check("cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_LD)",

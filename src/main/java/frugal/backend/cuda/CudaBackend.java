@@ -29,11 +29,13 @@ public final class CudaBackend implements Backend {
             ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
-     * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE (each 1 by default): 0 does that
-     * cuBLASLt epilogue's work (bias add, GELU, bias gradient) in separate kernels instead, to time what it saves.
+     * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1
+     * by default): 0 does that cuBLASLt epilogue's work (bias add, GELU, bias gradient, GELU backward) in separate
+     * kernels instead, to time what it saves.
      */
     private static final boolean BIAS_EPILOGUE = epilogueOn("FRUGAL_CUDA_BIAS_EPILOGUE"),
-            GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), BGRAD_EPILOGUE = epilogueOn("FRUGAL_CUDA_BGRAD_EPILOGUE");
+            GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), BGRAD_EPILOGUE = epilogueOn("FRUGAL_CUDA_BGRAD_EPILOGUE"),
+            DGELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_DGELU_EPILOGUE");
     private static volatile Boolean available;
     private static volatile String unavailableReason = "not checked";
 
@@ -562,6 +564,35 @@ public final class CudaBackend implements Backend {
         }
         add(dbias, dbias, sums, n);
         return true;
+    }
+
+    @Override
+    public void matmulGeluBackward(Tensor dpre, Tensor dy, Tensor w, Tensor pre, int m, int n, int k) {
+        bind();
+        if (!DGELU_EPILOGUE || !geluBackwardEpilogue(dpre, dy, w, pre, m, n, k)) {
+            Backend.super.matmulGeluBackward(dpre, dy, w, pre, m, n, k);
+        }
+    }
+
+    /**
+     * dpre[m,n] = (dy[m,k]·w[k,n]) ⊙ gelu'(pre) in one cuBLASLt product, pre the DGELU epilogue's aux input (of dpre's
+     * type and layout, its leading dimension n a multiple of 8). False, having queued nothing, where the epilogue cannot
+     * take these operands or cuBLASLt has no algorithm for them. bf16 only, as the GELU epilogue: the fp32 mode keeps
+     * the GELU kernels as the reference.
+     */
+    private boolean geluBackwardEpilogue(Tensor dpre, Tensor dy, Tensor w, Tensor pre, int m, int n, int k) {
+        if (m == 0 || n == 0 || k == 0 || n % 8 != 0) return false;
+        DType bf = DType.BF16;
+        if (dpre.dtype() != bf || dy.dtype() != bf || w.dtype() != bf || pre.dtype() != bf) return false;
+        need("matmulGeluBackward", "dy", dy, (long) m * k);
+        need("matmulGeluBackward", "w", w, (long) k * n);
+        need("matmulGeluBackward", "dpre", dpre, (long) m * n);
+        need("matmulGeluBackward", "pre", pre, (long) m * n);
+        int bf16 = CublasLt.CUDA_R_16BF, compute = computeType(bf16);
+        long d = dpre.data().address(), a = dy.data().address(), b = w.data().address(), aux = pre.data().address();
+        CublasLt.Epilogue dgelu = CublasLt.Epilogue.DGELU;
+        if (!blas.supports(dgelu, d, a, b, 0, aux, m, n, k, false, false, bf16, bf16, compute)) return false;
+        return blas.matmul(d, a, b, dgelu, 0, aux, m, n, k, false, false, false, bf16, bf16, compute, !capturing);
     }
 
     /** The products for which cuBLASLt had no algorithm with the epilogue asked for (they ran unfused), with the reason. */

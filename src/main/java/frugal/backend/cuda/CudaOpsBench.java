@@ -153,6 +153,14 @@ public final class CudaOpsBench {
                 });
             }
             time("dX NN " + rows + "x" + in + "x" + out, flops, 0, () -> gpu.matmul(dx, dy, w, rows, in, out, false, false, false));
+            if (in == 4 * C) { // the proj layer: GELU's backward in its dX product's epilogue, or after it
+                time("dX NN + GELU backward epilogue " + rows + "x" + in + "x" + out, flops, 0,
+                        () -> gpu.matmulGeluBackward(dx, dy, w, pre, rows, in, out));
+                time("dX NN, then GELU backward " + rows + "x" + in + "x" + out, flops, 0, () -> {
+                    gpu.matmul(dx, dy, w, rows, in, out, false, false, false);
+                    gpu.geluBackward(dx, dx, pre, (long) rows * in);
+                });
+            }
             time("dW TN f32 acc " + out + "x" + in + "x" + rows, flops, 0, () -> gpu.matmul(dw, dy, x, out, in, rows, true, false, true));
             time("biasBackward " + rows + "x" + out, 0, 2.0 * rows * out, () -> gpu.biasBackward(bias, dy, rows, out));
             time("dW TN f32 acc + bias gradient epilogue " + out + "x" + in + "x" + rows, flops, 0,

@@ -214,7 +214,8 @@ class CudaBackendTest {
 
     @Test
     void linearEpilogues() {
-        // fp32 operands: the bias epilogue and BGRADB where cuBLASLt has them (GELU stays a separate kernel in fp32)
+        // fp32 operands: the bias epilogue and BGRADB where cuBLASLt has them (GELU and its gradient stay separate
+        // kernels in fp32)
         int m = 300, n = 197, k = 136;
         Pair x = random(m * k), w = random(n * k), bias = random(n), y = poisoned(m * n), pre = poisoned(m * n);
         gpu.linearGeluForward(y.g, pre.g, x.g, w.g, bias.g, m, n, k);
@@ -226,6 +227,10 @@ class CudaBackendTest {
         cpu.linearWeightBackward(dw.c, db.c, dy.c, x.c, m, n, k);
         check("linearWeightBackward dweight (accumulates)", dw, 2e-5);
         check("linearWeightBackward dbias (accumulates)", db, 1e-5);
+        Pair xPre = random(m * k), dx = poisoned(m * k); // as if x were GELU(xPre)
+        gpu.matmulGeluBackward(dx.g, dy.g, w.g, xPre.g, m, k, n);
+        cpu.matmulGeluBackward(dx.c, dy.c, w.c, xPre.c, m, k, n);
+        check("matmulGeluBackward", dx, 2e-5);
     }
 
     // ---- normalization

@@ -237,6 +237,56 @@ class CudaBf16OpsTest {
     }
 
     @Test
+    void matmulGeluBackwardEpilogue() {
+        // {m (rows), n (hidden), k (model width), fused}: GPT-2's proj backward (n = 3072, k = 768) at 512 and 2048 rows;
+        // a small shape; n = 100, not a multiple of 8 (aux's leading dimension must be one): the composition
+        int[][] shapes = {{512, 3072, 768, 1}, {2048, 3072, 768, 1}, {300, 200, 136, 0}, {64, 100, 64, 0}};
+        for (int[] s : shapes) {
+            int m = s[0], n = s[1], k = s[2];
+            String name = "matmulGeluBackward " + m + "x" + n + "x" + k;
+            Pair dy = act(m, k), w = act(k, n), pre = act(m, n), dpre = act(m, n);
+            expectFused(s[3] == 1, name, () -> gpu.matmulGeluBackward(dpre.g, dy.g, w.g, pre.g, m, n, k));
+            cpu.matmulGeluBackward(dpre.c, dy.c, w.c, pre.c, m, n, k);
+            check(name, dpre, TOL);
+        }
+        // pre one element past an allocation (2-byte aligned): a plan of its own, fused or turned down, right either way
+        int m = 512, n = 3072, k = 768;
+        Pair dy = act(m, k), w = act(k, n), pre = act(m * n + 1), dpre = act(m, n);
+        Tensor preG = pre.g.slice(1, m * n), preC = pre.c.slice(1, m * n);
+        gpu.matmulGeluBackward(dpre.g, dy.g, w.g, preG, m, n, k);
+        cpu.matmulGeluBackward(dpre.c, dy.c, w.c, preC, m, n, k);
+        check("matmulGeluBackward, pre 2-byte aligned", dpre, TOL);
+    }
+
+    /**
+     * Which GELU the DGELU epilogue differentiates (cuBLAS's docs define only the forward's, as the tanh approximation).
+     * With dy·w = 1 exactly, dpre = gelu'(pre) rounded to bf16, on pre in [-2.5, -1.5]: there erf GELU's derivative is
+     * larger than the tanh approximation's by 2.4e-4 to 8.7e-4, 6.5e-4 on average, which bf16 rounding (half an ulp,
+     * up to 4.9e-4 here; -1.8e-5 on average) hides per element but not on average. The mean difference from the CPU's
+     * tanh derivative must be under half of that: nearer the tanh derivative than erf's.
+     */
+    @Test
+    void geluEpilogueDifferentiatesTanhGelu() {
+        int m = 1024, n = 3072, k = 768; // GPT-2's proj backward on 1024 rows, expected fused
+        float[] ones = new float[m * k], row = new float[k * n], band = new float[m * n];
+        for (int r = 0; r < m; r++) ones[r * k] = 1;
+        Arrays.fill(row, 0, n, 1);
+        for (int i = 0; i < band.length; i++) band[i] = -2.5f + (i % 1024) / 1024f;
+        Pair dy = act(ones, m, k), w = act(row, k, n), pre = act(band, m, n), dpre = act(m, n);
+        expectFused(true, "matmulGeluBackward (tanh check)", () -> gpu.matmulGeluBackward(dpre.g, dy.g, w.g, pre.g, m, n, k));
+        cpu.matmulGeluBackward(dpre.c, dy.c, w.c, pre.c, m, n, k);
+        check("matmulGeluBackward, dy·w = 1", dpre, TOL);
+        float[] g = download(gpu, dpre.g), c = dpre.c.toFloatArray();
+        double sum = 0;
+        for (int i = 0; i < g.length; i++) sum += (double) g[i] - c[i];
+        double mean = sum / g.length;
+        String line = String.format("%-44s mean(gpu − cpu tanh) = %.2e  (erf GELU: 6.5e-4; bound 3.3e-4)", "DGELU's GELU", mean);
+        REPORT.add(line);
+        System.out.println(line);
+        assertTrue(Math.abs(mean) < 3.3e-4, "DGELU's derivative is off the tanh GELU's by " + mean + " on average");
+    }
+
+    @Test
     void biasAndActivations() {
         int rows = 70, cols = 200;
         Pair out = act(rows, cols), bias = f32(cols);
