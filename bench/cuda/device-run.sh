@@ -8,14 +8,15 @@
 #   gemm       CudaOpsBench --gemm: bf16 GEMMs of the GPT-2 step, candidates timed (8) and the heuristic's first (1)
 #   attention  CudaOpsBench --attention, one-pass and two-pass backward
 #   bench      frugal bench, GPT-2 124M, batch 16 × 1024, vocab 50304 (graph replay, per-op table, GEMM candidate log)
-#   bench-alt  the same step with the two-pass attention backward
+#   bench-alt  the same step once per setting in ALT_ENVS (default FRUGAL_CUDA_FLASH_FUSED=0: the two-pass attention
+#              backward), e.g. ALT_ENVS="FRUGAL_CUDA_FLASH_WGMMA=0 FRUGAL_CUDA_DGELU_EPILOGUE=0"
 #   before     the same step with frugal-before.jar (the build before this work)
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
 #   ncu        per-kernel GPU time of one step (ncu_step.py)
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
 #              the largest batch whose step fits keep's peak at batch 16 (FIT_GIB, default 8.54)
-#   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens), batch 8 × 1024,
+#   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens.xz), batch 8 × 1024,
 #              DSQ_STEPS steps (400), seeds DSQ_SEEDS (1337,1338), settings keep,dsq,dsq-stash,bfp8,bfp4; the report
 #              files (table, jsonl, plots) come back as $OUT/dsq.tgz
 # Each section has a time cap and is skipped when the call's budget (BUDGET seconds, default 470) would run out.
@@ -50,7 +51,7 @@ for s in $sections; do
   case $s in
     tests)
       section tests 150 "${JAVA[@]}" "${JUNIT[@]}" --select-package frugal.backend.cuda
-      for v in FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0; do
+      for v in FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0 FRUGAL_CUDA_FLASH_WGMMA=0; do
         echo "# $v" >> "$OUT/tests.log"
         section tests 40 env $v "${JAVA[@]}" "${JUNIT[@]}" --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
       done
@@ -60,7 +61,7 @@ for s in $sections; do
       section gemm 50 env FRUGAL_CUDA_GEMM_CANDIDATES=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
       grep -A40 "^---- " "$OUT/gemm.log" ;;
     attention)
-      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0; do
+      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_WGMMA=0; do
         echo "# $v" >> "$OUT/attention.log"
         section attention 40 env "$v" "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
       done
@@ -69,9 +70,11 @@ for s in $sections; do
       section bench 100 env FRUGAL_CUDA_GEMM_LOG=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3
       grep -E "^step|^model|^device" "$OUT/bench.log"; sed -n '/^| op/,/sum of ops/p' "$OUT/bench.log" | head -30 ;;
     bench-alt)
-      section bench-alt 70 env FRUGAL_CUDA_FLASH_FUSED=0 "${JAVA[@]}" -cp $G/frugal.jar \
-        frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
-      grep -E "^step" "$OUT/bench-alt.log" ;;
+      for v in ${ALT_ENVS:-FRUGAL_CUDA_FLASH_FUSED=0}; do
+        echo "# $v" >> "$OUT/bench-alt.log"
+        section bench-alt 60 env $v "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
+      done
+      grep -E "^# |^step" "$OUT/bench-alt.log" ;;
     before)
       [ -f $G/frugal-before.jar ] && section before 70 "${JAVA[@]}" -cp $G/frugal-before.jar:$G/frugal.jar frugal.cli.Main \
         "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0
@@ -101,8 +104,10 @@ for s in $sections; do
       grep -E "^# stash|^step|^device|^stash \(|^largest|rror" "$OUT/dsq-bench.log" ;;
     dsq-train)
       mkdir -p $TMP/dsq
+      [ -f $TMP/jdk-8mb-gpt2.tokens ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+        $G/data/jdk-8mb-gpt2.tokens.xz $TMP/jdk-8mb-gpt2.tokens
       section dsq-train ${DSQ_CAP:-300} "${JAVA[@]}" -cp $G/frugal.jar frugal.bench.DsqExperiment $TMP/runs $TMP/dsq ${DSQ_STEPS:-400} \
-        --device cuda --preset gpt2-124m --batch 8 --seq 1024 --data $G/data/jdk-8mb-gpt2.tokens \
+        --device cuda --preset gpt2-124m --batch 8 --seq 1024 --data $TMP/jdk-8mb-gpt2.tokens \
         --seeds ${DSQ_SEEDS:-1337,1338} --settings ${DSQ_TRAIN_SETTINGS:-keep,dsq,dsq-stash,bfp8,bfp4}
       tar czf "$OUT/dsq.tgz" -C $TMP dsq
       grep -E "^\||rror|^step .*: stash" "$OUT/dsq-train.log" | head -40 ;;
