@@ -218,6 +218,12 @@ final class CublasLt implements AutoCloseable {
         PlanKey key = key(epilogue, out, a, b, bias, aux, m, n, k, transA, transB, abType, cType, computeType);
         if (plans.containsKey(key)) return true;
         if (unsupported.containsKey(key)) return false;
+        if ((bias != 0 && alignment(bias) < 16) || (aux != 0 && alignment(aux) < 16)) {
+            // No preference tells the heuristic these vectors' alignment: a kernel assuming 16 bytes faults (a sticky
+            // CUDA_ERROR_MISALIGNED_ADDRESS, seen with a 2-byte-aligned DGELU aux on an H100).
+            turnDown(key, "the epilogue's vectors must be 16-byte aligned");
+            return false;
+        }
         try {
             candidates(key).close();
             return true;
