@@ -15,7 +15,7 @@
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
 #   ncu        per-kernel GPU time of one step (ncu_step.py)
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
-#              the largest batch whose step fits keep's peak at batch 16 (FIT_GIB, default 8.54)
+#              the largest batch whose step fits in FIT_GIB (default 8.6: keep at batch 16 needs 8.54)
 #   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens.xz), batch 8 × 1024,
 #              DSQ_STEPS steps (400), seeds DSQ_SEEDS (1337,1338), settings keep,dsq,dsq-stash,bfp8,bfp4; the report
 #              files (table, jsonl, plots) come back as $OUT/dsq.tgz
@@ -99,7 +99,7 @@ for s in $sections; do
         echo "# stash $st" >> "$OUT/dsq-bench.log"
         if [ "${st#dsq-}" != "$st" ]; then arg=(--stash-config docs/experiments/$st.conf); else arg=(--stash $st); fi
         section dsq-bench 90 "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --steps 20 --warmup 3 --profile-steps 0 \
-          "${arg[@]}" --fit-memory ${FIT_GIB:-8.54}
+          "${arg[@]}" --fit-memory ${FIT_GIB:-8.6}
       done
       grep -E "^# stash|^step|^device|^stash \(|^largest|rror" "$OUT/dsq-bench.log" ;;
     dsq-train)

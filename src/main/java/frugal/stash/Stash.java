@@ -198,6 +198,7 @@ public final class Stash {
         saved.clear();
         bySource.clear();
         ledger.released();
+        reads = 0; // every pass hands out the same read buffers in the same order: a captured graph allocates nothing
     }
 
     public long bytesSaved() {
