@@ -773,10 +773,15 @@ public final class CudaBackend implements Backend {
     private static final boolean FLASH_FUSED = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_FUSED"));
 
     /**
-     * FRUGAL_CUDA_FLASH_WGMMA=0: on Hopper, the forward with mma.sync instead of warpgroup MMA (sm_90a, head dimension
-     * 64: Q, K and V tiles as 128-byte swizzled operands that the tensor cores read from shared memory).
+     * FRUGAL_CUDA_FLASH_WGMMA=0: on Hopper, the forward and the one-pass backward with mma.sync instead of warpgroup MMA
+     * (sm_90a, head dimension 64: tiles as 128-byte swizzled operands that the tensor cores read from shared memory).
      */
     private static final boolean FLASH_WGMMA = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_WGMMA"));
+
+    /** Whether attention of this head dimension runs the warpgroup-MMA kernels (Hopper, head dimension 64). */
+    private boolean wgmma(int headDim) {
+        return FLASH_WGMMA && arch == 90 && headDim == 64;
+    }
 
     private static int flashShared(int headDim, int tiles, int extraFloats) {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
@@ -793,7 +798,7 @@ public final class CudaBackend implements Backend {
         need("attentionForward", "lse", lse, (long) batch * nHead * seq);
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
-        if (FLASH_WGMMA && arch == 90 && headDim == 64 && flash(t, headDim, out, qkv)) {
+        if (wgmma(headDim) && flash(t, headDim, out, qkv)) {
             kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
                     out, lse, qkv, seq, nHead, nKvHead, scale);
             return;
@@ -835,8 +840,13 @@ public final class CudaBackend implements Backend {
                     DType.F32, (int) (rows * headDim));
             kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
                     delta, dqAcc, dout, out, rows, seq, nHead);
-            kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
-                    flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            if (wgmma(headDim)) {
+                kernels.launch(FLASH, "flash_backward_wgmma_64", (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
+                        1024 + 7 * 64 * 64 * 2 + 4 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            } else {
+                kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
+                        flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            }
             int qWidth = nHead * headDim;
             elementwise(FLASH, "flash_dq_store", (long) batch * seq * qWidth / 8, dqkv, dqAcc, (long) batch * seq, qWidth,
                     (nHead + 2 * nKvHead) * headDim, scale);

@@ -648,12 +648,14 @@ __device__ __forceinline__ void wg_commit_wait() {
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 }
 
-// d[64 × 64] (+)= A[64 × 16] · B[16 × 64], both K-major in shared memory; d is overwritten when accumulate is 0.
+// d[64 × 64] (+)= A[64 × 16] · B[16 × 64], both in shared memory, K-major unless transposed (TA: A M-major, TB: B
+// N-major); d is overwritten when accumulate is 0.
+template <int TA, int TB>
 __device__ __forceinline__ void wgmma_ss(float (*d)[4], unsigned long long a, unsigned long long b, int accumulate) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
                  : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                 : "l"(a), "l"(b), "r"(accumulate));
+                 : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));
 }
 
 // d[64 × 64] += A[64 × 16] · B[16 × 64], A from registers (this thread's 4 of the fragment), B N-major in shared memory.
@@ -662,6 +664,23 @@ __device__ __forceinline__ void wgmma_rs(float (*d)[4], const unsigned* a, unsig
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                  : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+// d += P · B over 64 keys: P [64 rows × 64] in accumulator layout, rounded to bf16 as the A fragments; B a swizzled
+// [64][64] tile read N-major (its rows are the product's K dimension).
+__device__ __forceinline__ void wgmma_pb(float (*d)[4], const float (*p)[4], const bf16* Bs) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        unsigned a[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                         pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+        wgmma_rs(d, a, wg_desc(Bs + kk * 16 * 64));
+    }
+}
+
+// d = A · Bᵀ over 64 columns: A and B swizzled [64][64] tiles, both K-major.
+__device__ __forceinline__ void wgmma_abt(float (*d)[4], const bf16* As, const bf16* Bs) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(d, wg_desc(As + kk * 16), wg_desc(Bs + kk * 16), kk);
 }
 
 __device__ void flash_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
@@ -703,17 +722,11 @@ __device__ void flash_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int 
         __syncthreads();
         float s[8][4] = {}; // overwritten by the first product (accumulate 0); zeroed so nothing reads garbage
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) wgmma_ss(s, wg_desc(Qs + kk * 16), wg_desc(Ks + kk * 16), kk);
+        wgmma_abt(s, Qs, Ks);
         wg_commit_wait();
         softmax_tile<D>(s, o, n0, q0, c, rowA, rowB, T, sl2, mA, mB, lA, lB);
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            unsigned a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-            wgmma_rs(o, a, wg_desc(Vs + kk * 16 * D));
-        }
+        wgmma_pb(o, s, Vs);
         wg_commit_wait();
         __syncthreads(); // this tile's buffers are refilled two iterations on
     }
@@ -723,6 +736,116 @@ __device__ void flash_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int 
 extern "C" __global__ void __launch_bounds__(128) flash_forward_wgmma_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
                                                                       int KVH, float scale) {
     flash_forward_wgmma(out, lse, qkv, T, H, KVH, scale);
+}
+
+// The one-pass backward (as flash_backward_fused) on warpgroup MMA: a block of 128 threads owns 64 keys of one KV head
+// and loops over the (head of the group, query tile) items, double-buffering each item's Q, dO, lse and delta with
+// cp.async. Per item: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (both operands swizzled tiles), P and dS in registers (key rows, the
+// layout of probabilities_and_ds), dV += P·dO and dK += dS·Q with P and dS as register A fragments, and dQ = dSᵀ·K with
+// dS stored (bf16, swizzled [key][query]) and read M-major; dQ goes into dqAcc with vector atomics.
+__device__ void flash_backward_wgmma(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
+                                     const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64, TILE = BM * D;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Ks = reinterpret_cast<bf16*>(smwg + pad);
+    bf16* Vs = Ks + TILE;
+    bf16* dSs = Vs + TILE;
+    bf16* tiles = dSs + TILE;                                 // buffer i: Q at tiles + 2i·TILE, dO after it
+    float* stats = reinterpret_cast<float*>(tiles + 4 * TILE); // buffer i: lse at stats + 2i·BM, delta after it
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
+    auto issue = [&](int item) {
+        bf16* Qb = tiles + (item & 1) * 2 * TILE;
+        float* Lb = stats + (item & 1) * 2 * BM;
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        load_tile_swizzled(Qb, base, rowW, (i64) h * D, q0, T);
+        load_tile_swizzled(Qb + TILE, dbase, (i64) H * D, (i64) h * D, q0, T);
+        const float* lr = lse + ((i64) b * H + h) * T;
+        const float* dr = delta + ((i64) b * H + h) * T;
+        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
+            int t = q0 + (i & (BM - 1));
+            const float* src = i < BM ? lr : dr;
+            src = t < T ? src + t : src;
+            unsigned dst = (unsigned) __cvta_generic_to_shared(Lb + i);
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
+        }
+    };
+    load_tile_swizzled(Ks, base, rowW, kOff, k0, T);
+    load_tile_swizzled(Vs, base, rowW, vOff, k0, T);
+    if (items > 0) issue(0);
+    cp_async_commit();
+    int keyA = k0 + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[8][4], dv[8][4];
+#pragma unroll
+    for (int dt = 0; dt < 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    unsigned dS0 = (unsigned) __cvta_generic_to_shared(dSs);
+    for (int item = 0; item < items; item++) {
+        if (item + 1 < items) {
+            issue(item + 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async wrote what the tensor cores read
+        __syncthreads();
+        const bf16* Qs = tiles + (item & 1) * 2 * TILE;
+        const bf16* Os = Qs + TILE;
+        const float* Ls = stats + (item & 1) * 2 * BM;
+        const float* Dl = Ls + BM;
+        int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+        float s[8][4] = {}, dp[8][4] = {};
+        wg_fence();
+        wgmma_abt(s, Ks, Qs);
+        wgmma_abt(dp, Vs, Os);
+        wg_commit_wait();
+        if (q0 >= k0 + BM && q0 + BM <= T) probabilities_and_ds<false>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T); // below the diagonal
+        else probabilities_and_ds<true>(s, dp, Ls, Dl, sl2, q0, c, keyA, keyB, T);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) { // dS (key rows) into the swizzled [key][query] tile
+            int r = warp * 16 + g, ch = nt, col = 2 * c;
+            asm volatile("st.shared.b32 [%0], %1;" :: "r"(dS0 + r * 128 + ((ch ^ (r & 7)) << 4) + col * 2), "r"(pack_bf16(dp[nt][0], dp[nt][1])));
+            r += 8;
+            asm volatile("st.shared.b32 [%0], %1;" :: "r"(dS0 + r * 128 + ((ch ^ (r & 7)) << 4) + col * 2), "r"(pack_bf16(dp[nt][2], dp[nt][3])));
+        }
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // dS, written by this thread, is read by the tensor cores
+        __syncthreads();
+        float dq[8][4] = {};
+        wg_fence();
+        wgmma_pb(dv, s, Os);
+        wgmma_pb(dk, dp, Qs);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_ss<1, 1>(dq, wg_desc(dSs + kk * 16 * 64), wg_desc(Ks + kk * 16 * 64), kk);
+        wg_commit_wait();
+        int qA = q0 + warp * 16 + g;
+        float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
+        float* accB = accA + (i64) 8 * H * D;
+#pragma unroll
+        for (int dt = 0; dt < 8; dt++) {
+            if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
+            if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
+        }
+        __syncthreads(); // this buffer is refilled two items on, dS rewritten next item
+    }
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash_backward_wgmma_64(bf16* dqkv, float* dqAcc, const bf16* dout,
+        const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {
+    flash_backward_wgmma(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);
 }
 #endif
 
