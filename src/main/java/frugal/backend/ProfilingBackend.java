@@ -10,19 +10,24 @@ import java.util.Map;
 import java.util.TreeMap;
 
 /**
- * Wraps a backend and records wall time, calls and FLOPs per op: the per-op breakdown of
- * {@code frugal bench}. Synchronizes after each op so that asynchronous backends are timed honestly.
+ * Wraps a backend and records wall time, calls, FLOPs and memory traffic per op: the per-op breakdown of
+ * {@code frugal bench}. Synchronizes after each op so that asynchronous backends are timed honestly. The traffic of
+ * an op is what it must read and write at its operands' types (each input read once, each output written once,
+ * accumulated outputs read too): what a fused, cache-perfect kernel would move, not what a kernel actually moves.
+ * Traffic is counted also while timing is off, so a training run can report it every step.
  */
 public final class ProfilingBackend implements Backend {
     private final Backend inner;
     private final Map<String, OpStats> stats = new TreeMap<>();
     private boolean enabled = true;
+    private long trafficBytes;
 
     /** Accumulated figures of one op (or one matmul shape). */
     public static final class OpStats {
         public long calls;
         public long nanos;
         public double flops;
+        public long bytes;
     }
 
     public ProfilingBackend(Backend inner) {
@@ -56,7 +61,7 @@ public final class ProfilingBackend implements Backend {
     public void convert(Tensor dst, Tensor src, long n) {
         long t = start();
         inner.convert(dst, src, n);
-        stop("convert", t, 0);
+        stop("convert", t, 0, n * (elem(src) + elem(dst)));
     }
 
     @Override
@@ -64,35 +69,39 @@ public final class ProfilingBackend implements Backend {
                       float beta2, float eps, float weightDecay, Tensor normSquared, float maxNorm) {
         long t = start();
         inner.adamw(param, grad, m, v, compute, n, hyper, beta1, beta2, eps, weightDecay, normSquared, maxNorm);
-        stop("adamw", t, 0);
+        stop("adamw", t, 0, adamwBytes(param, grad, m, v, compute, n));
     }
 
     @Override
     public void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         long t = start();
         inner.linearForward(out, a, b, bias, m, n, k);
-        stop(bias != null ? "matmul fwd (NT) + bias" : "matmul fwd (NT)", t, 2.0 * m * n * k);
+        stop(bias != null ? "matmul fwd (NT) + bias" : "matmul fwd (NT)", t, 2.0 * m * n * k,
+                (long) m * k * elem(a) + (long) n * k * elem(b) + (long) m * n * elem(out) + (bias == null ? 0 : n * elem(bias)));
     }
 
     @Override
     public void linearGeluForward(Tensor act, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         long t = start();
         inner.linearGeluForward(act, pre, a, b, bias, m, n, k);
-        stop(bias != null ? "matmul fwd (NT) + bias + gelu" : "matmul fwd (NT) + gelu", t, 2.0 * m * n * k);
+        stop(bias != null ? "matmul fwd (NT) + bias + gelu" : "matmul fwd (NT) + gelu", t, 2.0 * m * n * k,
+                (long) m * k * elem(a) + (long) n * k * elem(b) + (long) m * n * (elem(act) + elem(pre)) + (bias == null ? 0 : n * elem(bias)));
     }
 
     @Override
     public void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
         long t = start();
         inner.linearWeightBackward(dweight, dbias, dout, a, m, n, k);
-        stop(dbias != null ? "matmul dW (TN) + bias backward" : "matmul dW (TN)", t, 2.0 * m * n * k);
+        stop(dbias != null ? "matmul dW (TN) + bias backward" : "matmul dW (TN)", t, 2.0 * m * n * k,
+                (long) m * n * elem(dout) + (long) m * k * elem(a) + 2L * n * k * elem(dweight) + (dbias == null ? 0 : 2L * n * elem(dbias)));
     }
 
     @Override
     public void matmulGeluBackward(Tensor dpre, Tensor dy, Tensor w, Tensor pre, int m, int n, int k) {
         long t = start();
         inner.matmulGeluBackward(dpre, dy, w, pre, m, n, k);
-        stop("matmul dX (NN) + gelu backward", t, 2.0 * m * n * k);
+        stop("matmul dX (NN) + gelu backward", t, 2.0 * m * n * k,
+                (long) m * k * elem(dy) + (long) k * n * elem(w) + (long) m * n * (elem(dpre) + elem(pre)));
     }
 
     /** Captures through the wrapped backend while profiling is off (a profiled op synchronizes, which a graph cannot). */
@@ -105,13 +114,36 @@ public final class ProfilingBackend implements Backend {
         return System.nanoTime();
     }
 
-    private void stop(String op, long t0, double flops) {
+    private void stop(String op, long t0, double flops, long bytes) {
+        trafficBytes += bytes;
         if (!enabled) return;
         inner.synchronize();
         OpStats s = stats.computeIfAbsent(op, k -> new OpStats());
         s.calls++;
         s.nanos += System.nanoTime() - t0;
         s.flops += flops;
+        s.bytes += bytes;
+    }
+
+    /** Bytes all ops issued so far read and wrote (see the class comment); counted also while timing is off. */
+    public long trafficBytes() {
+        return trafficBytes;
+    }
+
+    /** A wrapper that only counts traffic: ops pass straight through, and graphs can be captured. */
+    public static ProfilingBackend countingTraffic(Backend inner) {
+        ProfilingBackend p = new ProfilingBackend(inner);
+        p.setEnabled(false);
+        return p;
+    }
+
+    private static long elem(Tensor t) {
+        return t.dtype().bytes;
+    }
+
+    /** AdamW reads param, grad, m, v and writes param, m, v and the compute copy. */
+    private static long adamwBytes(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor compute, long n) {
+        return n * (2 * elem(param) + elem(grad) + 2 * elem(m) + 2 * elem(v) + (compute == null ? 0 : elem(compute)));
     }
 
     @Override
@@ -128,35 +160,35 @@ public final class ProfilingBackend implements Backend {
     public void upload(Tensor dst, MemorySegment host) {
         long t = start();
         inner.upload(dst, host);
-        stop("upload", t, 0);
+        stop("upload", t, 0, 0); // host transfers are not device memory traffic
     }
 
     @Override
     public void download(Tensor src, MemorySegment host) {
         long t = start();
         inner.download(src, host);
-        stop("download", t, 0);
+        stop("download", t, 0, 0);
     }
 
     @Override
     public void zero(Tensor t) {
         long t0 = start();
         inner.zero(t);
-        stop("zero", t0, 0);
+        stop("zero", t0, 0, t.byteSize());
     }
 
     @Override
     public void zero(List<Tensor> ts) {
         long t0 = start();
         inner.zero(ts);
-        stop("zero (all gradients)", t0, 0);
+        stop("zero (all gradients)", t0, 0, ts.stream().mapToLong(Tensor::byteSize).sum());
     }
 
     @Override
     public void copy(Tensor dst, Tensor src) {
         long t = start();
         inner.copy(dst, src);
-        stop("copy", t, 0);
+        stop("copy", t, 0, 2 * src.byteSize());
     }
 
     @Override
@@ -169,133 +201,138 @@ public final class ProfilingBackend implements Backend {
         long t = start();
         inner.matmul(out, a, b, m, n, k, transA, transB, accumulate);
         String kind = transA ? "matmul dW (TN)" : transB ? "matmul fwd (NT)" : "matmul dX (NN)";
-        stop(kind, t, 2.0 * m * n * k);
+        stop(kind, t, 2.0 * m * n * k, (long) m * k * elem(a) + (long) k * n * elem(b) + (accumulate ? 2L : 1L) * m * n * elem(out));
     }
 
     @Override
     public void addBias(Tensor out, Tensor bias, int rows, int cols) {
         long t = start();
         inner.addBias(out, bias, rows, cols);
-        stop("bias", t, 0);
+        stop("bias", t, 0, 2L * rows * cols * elem(out) + cols * elem(bias));
     }
 
     @Override
     public void biasBackward(Tensor dbias, Tensor dout, int rows, int cols) {
         long t = start();
         inner.biasBackward(dbias, dout, rows, cols);
-        stop("bias backward", t, 0);
+        stop("bias backward", t, 0, (long) rows * cols * elem(dout) + 2L * cols * elem(dbias));
     }
 
     @Override
     public void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias, int rows, int cols, float eps) {
         long t = start();
         inner.layerNormForward(out, mean, rstd, x, weight, bias, rows, cols, eps);
-        stop("layernorm", t, 0);
+        stop("layernorm", t, 0, (long) rows * cols * (elem(x) + elem(out)) + 2L * cols * elem(weight) + 2L * rows * elem(mean));
     }
 
     @Override
     public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight, Tensor mean, Tensor rstd, int rows, int cols) {
         long t = start();
         inner.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
-        stop("layernorm backward", t, 0);
+        stop("layernorm backward", t, 0,
+                (long) rows * cols * (2 * elem(dx) + elem(dout) + elem(x)) + 5L * cols * elem(weight) + 2L * rows * elem(mean));
     }
 
     @Override
     public void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps) {
         long t = start();
         inner.rmsNormForward(out, rstd, x, weight, rows, cols, eps);
-        stop("rmsnorm", t, 0);
+        stop("rmsnorm", t, 0, (long) rows * cols * (elem(x) + elem(out)) + cols * elem(weight) + rows * elem(rstd));
     }
 
     @Override
     public void rmsNormBackward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight, Tensor rstd, int rows, int cols) {
         long t = start();
         inner.rmsNormBackward(dx, dweight, dout, x, weight, rstd, rows, cols);
-        stop("rmsnorm backward", t, 0);
+        stop("rmsnorm backward", t, 0,
+                (long) rows * cols * (2 * elem(dx) + elem(dout) + elem(x)) + 3L * cols * elem(weight) + rows * elem(rstd));
     }
 
     @Override
     public void geluForward(Tensor out, Tensor x, long n) {
         long t = start();
         inner.geluForward(out, x, n);
-        stop("gelu", t, 0);
+        stop("gelu", t, 0, n * (elem(x) + elem(out)));
     }
 
     @Override
     public void geluBackward(Tensor dx, Tensor dout, Tensor x, long n) {
         long t = start();
         inner.geluBackward(dx, dout, x, n);
-        stop("gelu backward", t, 0);
+        stop("gelu backward", t, 0, n * (elem(dx) + elem(dout) + elem(x)));
     }
 
     @Override
     public void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden) {
         long t = start();
         inner.swigluForward(out, gateUp, rows, hidden);
-        stop("swiglu", t, 0);
+        stop("swiglu", t, 0, (long) rows * hidden * (2 * elem(gateUp) + elem(out)));
     }
 
     @Override
     public void swigluBackward(Tensor dGateUp, Tensor dout, Tensor gateUp, int rows, int hidden) {
         long t = start();
         inner.swigluBackward(dGateUp, dout, gateUp, rows, hidden);
-        stop("swiglu backward", t, 0);
+        stop("swiglu backward", t, 0, (long) rows * hidden * (2 * elem(dGateUp) + elem(dout) + 2 * elem(gateUp)));
     }
 
     @Override
     public void rope(Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim, float theta, boolean inverse) {
         long t = start();
         inner.rope(qkv, batch, seq, nHead, nKvHead, headDim, theta, inverse);
-        stop("rope", t, 0);
+        stop("rope", t, 0, 2L * batch * seq * (nHead + nKvHead) * headDim * elem(qkv));
     }
 
     @Override
     public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
         long t = start();
         inner.attentionForward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
-        stop("attention", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 2);
+        stop("attention", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 2,
+                (long) batch * seq * ((nHead + 2L * nKvHead) * headDim * elem(qkv) + (long) nHead * headDim * elem(out) + nHead * elem(lse)));
     }
 
     @Override
     public void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
         long t = start();
         inner.attentionBackward(dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
-        stop("attention backward", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 5);
+        stop("attention backward", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 5, (long) batch * seq
+                * ((nHead + 2L * nKvHead) * headDim * (elem(qkv) + elem(dqkv)) + (long) nHead * headDim * (elem(dout) + elem(out)) + nHead * elem(lse)));
     }
 
     @Override
     public void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate) {
         long t = start();
         inner.embeddingForward(out, table, ids, rows, cols, accumulate);
-        stop("embedding", t, 0);
+        stop("embedding", t, 0, (long) rows * cols * ((accumulate ? 2 : 1) * elem(out) + elem(table)) + rows * elem(ids));
     }
 
     @Override
     public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids, int rows, int cols) {
         long t = start();
         inner.embeddingBackward(dtable, dout, ids, rows, cols);
-        stop("embedding backward", t, 0);
+        stop("embedding backward", t, 0, (long) rows * cols * (2 * elem(dtable) + elem(dout)) + rows * elem(ids));
     }
 
     @Override
     public void add(Tensor out, Tensor a, Tensor b, long n) {
         long t = start();
         inner.add(out, a, b, n);
-        stop("residual add", t, 0);
+        stop("residual add", t, 0, n * (elem(out) + elem(a) + elem(b)));
     }
 
     @Override
     public void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, int rows, int vocab, float gradScale) {
         long t = start();
         inner.crossEntropy(losses, dlogits, logits, targets, rows, vocab, gradScale);
-        stop("cross-entropy", t, 0);
+        stop("cross-entropy", t, 0,
+                (long) rows * vocab * (elem(logits) + (dlogits == null ? 0 : elem(dlogits))) + rows * (elem(losses) + elem(targets)));
     }
 
     @Override
     public void sumOfSquares(Tensor out, Tensor x, long n, boolean accumulate) {
         long t = start();
         inner.sumOfSquares(out, x, n, accumulate);
-        stop("grad norm", t, 0);
+        stop("grad norm", t, 0, n * elem(x));
     }
 
     @Override
@@ -303,14 +340,14 @@ public final class ProfilingBackend implements Backend {
                       float weightDecay, int step, Tensor normSquared, float maxNorm) {
         long t = start();
         inner.adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, step, normSquared, maxNorm);
-        stop("adamw", t, 0);
+        stop("adamw", t, 0, adamwBytes(param, grad, m, v, null, n));
     }
 
     @Override
     public void sumOfSquares(Tensor out, List<Tensor> xs) {
         long t = start();
         inner.sumOfSquares(out, xs);
-        stop("grad norm (all gradients)", t, 0);
+        stop("grad norm (all gradients)", t, 0, xs.stream().mapToLong(Tensor::byteSize).sum());
     }
 
     @Override
@@ -318,21 +355,22 @@ public final class ProfilingBackend implements Backend {
                       float maxNorm) {
         long t = start();
         inner.adamw(params, hyper, beta1, beta2, eps, normSquared, maxNorm);
-        stop("adamw (all parameters)", t, 0);
+        stop("adamw (all parameters)", t, 0,
+                params.stream().mapToLong(p -> adamwBytes(p.param(), p.grad(), p.m(), p.v(), p.compute(), p.param().size())).sum());
     }
 
     @Override
     public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
         long t = start();
         inner.quantize(packed, scales, src, n, format, seed);
-        stop("quantize", t, 0);
+        stop("quantize", t, 0, n * elem(src) + format.bytes(n));
     }
 
     @Override
     public void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat format) {
         long t = start();
         inner.dequantize(dst, packed, scales, n, format);
-        stop("dequantize", t, 0);
+        stop("dequantize", t, 0, n * elem(dst) + format.bytes(n));
     }
 
     @Override

@@ -106,6 +106,8 @@ final class BenchCommand implements Runnable {
                             (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
                 }
                 printLedger(ctx.stash(), rows);
+                System.out.printf("memory traffic of every op of the step (what each must read and write at its operands' types): "
+                        + "%.2f GB/step = %.0f bytes/token%n", step.trafficBytes() / 1e9, (double) step.trafficBytes() / rows);
                 if (fitMemory != null) printFit(config, ops.peakMemory() >= 0);
                 if (gpu && profileSteps > 0) {
                     step.setGraphs(false);
@@ -161,16 +163,18 @@ final class BenchCommand implements Runnable {
         System.out.println();
         System.out.printf("%s: %.2f ms/step summed over ops, %.1f GFLOP/step (matmul + attention)%n", title, total, flopsPerStep / 1e9);
         System.out.println();
-        System.out.println("| op | calls/step | ms/step | share | GFLOP/s |");
-        System.out.println("|---|---:|---:|---:|---:|");
+        System.out.println("| op | calls/step | ms/step | share | GFLOP/s | MB/step | GB/s |");
+        System.out.println("|---|---:|---:|---:|---:|---:|---:|");
         List<Map.Entry<String, ProfilingBackend.OpStats>> entries = new ArrayList<>(ops.stats().entrySet());
         entries.sort((a, b) -> Long.compare(b.getValue().nanos, a.getValue().nanos));
         for (Map.Entry<String, ProfilingBackend.OpStats> e : entries) {
             ProfilingBackend.OpStats st = e.getValue();
             double ms = st.nanos / 1e6 / steps;
-            System.out.printf("| %s | %d | %.2f | %.1f%% | %s |%n", e.getKey(), st.calls / steps, ms, 100 * ms / total,
-                    st.flops > 0 ? String.format("%.1f", st.flops / (st.nanos / 1e9) / 1e9) : "");
+            System.out.printf("| %s | %d | %.2f | %.1f%% | %s | %.1f | %.1f |%n", e.getKey(), st.calls / steps, ms, 100 * ms / total,
+                    st.flops > 0 ? String.format("%.1f", st.flops / (st.nanos / 1e9) / 1e9) : "", st.bytes / 1e6 / steps,
+                    st.bytes / (st.nanos / 1e9) / 1e9);
         }
-        System.out.printf("| (sum of ops) | | %.2f | | |%n", total);
+        long bytes = ops.stats().values().stream().mapToLong(st -> st.bytes).sum() / steps;
+        System.out.printf("| (sum of ops) | | %.2f | | | %.1f | |%n", total, bytes / 1e6);
     }
 }

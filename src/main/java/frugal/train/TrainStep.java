@@ -1,6 +1,7 @@
 package frugal.train;
 
 import frugal.backend.Backend;
+import frugal.backend.ProfilingBackend;
 import frugal.model.Transformer;
 import frugal.nn.Context;
 import frugal.stash.StashPolicy;
@@ -38,6 +39,7 @@ public final class TrainStep implements AutoCloseable {
     private int callsInStage;
     private int stage;
     private boolean replayed;
+    private long traffic = -1;
     private Backend.Graph graph;
 
     /** A step over one batch of {@code batch} sequences (no accumulation). */
@@ -109,7 +111,21 @@ public final class TrainStep implements AutoCloseable {
         return optimizer.gradNorm();
     }
 
+    /**
+     * Bytes the ops of the step read and wrote, as {@link ProfilingBackend} counts them (the compulsory traffic at
+     * the operands' types); -1 unless the backend is one. A replayed step counts as the step it was captured from.
+     */
+    public long trafficBytes() {
+        return traffic;
+    }
+
     private void deviceStep() {
+        long before = ops instanceof ProfilingBackend p ? p.trafficBytes() : 0;
+        issueStep();
+        if (ops instanceof ProfilingBackend p) traffic = p.trafficBytes() - before;
+    }
+
+    private void issueStep() {
         int rows = batch * seq;
         model.params().zeroGrad();
         for (int micro = 0; micro < accumulation; micro++) {

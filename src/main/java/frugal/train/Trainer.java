@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.backend.Backends;
+import frugal.backend.ProfilingBackend;
 import frugal.data.Batches;
 import frugal.data.StreamDecoder;
 import frugal.data.Tokenizer;
@@ -109,7 +110,7 @@ public final class Trainer {
 
         Batches data = Batches.load(s.data(), tokenizer, s.maxBytes(), s.batch(), s.seq(), s.seed(), log);
         LrSchedule schedule = new LrSchedule(s.lr(), s.lr() * s.minLrRatio(), s.warmup(), s.steps());
-        try (Backend ops = Backends.create(o.device())) {
+        try (Backend ops = ProfilingBackend.countingTraffic(Backends.create(o.device()))) {
             Transformer model = new Transformer(config, ops);
             if (o.model() != null && resumed == null) ModelFiles.loadWeights(model, o.model(), ops);
             else Init.initialize(model, ops, s.seed());
@@ -179,6 +180,7 @@ public final class Trainer {
                             .put("grad_norm", gradNorm).put("tokens_per_s", tokens * 1e9 / nanos).put("ms", nanos / 1e6);
                     StashMetrics.put(record, ctx.stash(), rows, s.accumulation());
                     if (ops.peakMemory() >= 0) record.put("peak_memory_bytes", ops.peakMemory());
+                    record.put("traffic_all_ops_bytes_per_token", (double) trainStep.trafficBytes() / tokens);
                     if (step % evalInterval == 0 || step == s.steps()) {
                         valLoss = evaluator.evaluate(data.validation(), s.batch(), s.seq(), o.evalBatches() * s.batch()).loss();
                         record.put("val_loss", valLoss);

@@ -60,6 +60,12 @@ class MetricsTest {
             assertTrue(r.get("grad_norm").asDouble() > 0, where);
             assertTrue(r.get("tokens_per_s").asDouble() > 0 && r.get("ms").asDouble() > 0, where);
             if (evaluated) assertTrue(r.get("val_loss").asDouble() > 0, where);
+            // Every op's traffic: at least the F32 logits written by the head's GEMM and read by the loss (257 per
+            // token), and the same op set, so the same bytes, every step after the first (which also converts the
+            // compute copies of the weights).
+            double traffic = r.get("traffic_all_ops_bytes_per_token").asDouble();
+            assertTrue(traffic >= 2 * 257 * 4, where);
+            if (step > 1) assertEquals(records.get(1).get("traffic_all_ops_bytes_per_token").asDouble(), traffic, where);
         }
         // Small random weights give near-uniform predictions over the 257 byte tokens.
         assertEquals(Math.log(257), records.getFirst().get("loss").asDouble(), 0.3, "seed " + seed + ": the first loss");
