@@ -16,6 +16,8 @@
 #   ncu        per-kernel GPU time of one step (ncu_step.py)
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
 #              the largest batch whose step fits keep's peak at batch 16 (FIT_GIB, default 8.54)
+#   quant      CudaQuantTest (quant.cu against the CPU, bit for bit), then CudaOpsBench --quant: quantize/dequantize
+#              of bf16 16384x3072 and 16384x768, fast kernels against the general ones (same bytes checked), GB/s
 #   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens.xz), batch 8 × 1024,
 #              DSQ_STEPS steps (400), seeds DSQ_SEEDS (1337,1338), settings keep,dsq,dsq-stash,bfp8,bfp4; the report
 #              files (table, jsonl, plots) come back as $OUT/dsq.tgz
@@ -102,6 +104,11 @@ for s in $sections; do
           "${arg[@]}" --fit-memory ${FIT_GIB:-8.54}
       done
       grep -E "^# stash|^step|^device|^stash \(|^largest|rror" "$OUT/dsq-bench.log" ;;
+    quant)
+      section quant 120 "${JAVA[@]}" "${JUNIT[@]}" --select-class frugal.backend.cuda.CudaQuantTest
+      section quant 120 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --quant
+      grep -E "FAIL|tests (successful|failed|skipped)|matches CpuQuant" "$OUT/quant.log" | head -20
+      sed -n '/^---- /,$p' "$OUT/quant.log" ;;
     dsq-train)
       mkdir -p $TMP/dsq
       [ -f $TMP/jdk-8mb-gpt2.tokens ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
