@@ -14,7 +14,8 @@
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
 #   ncu        per-kernel GPU time of one step (ncu_step.py)
-#   quant      CudaOpsBench --quant: DSQ's quantize and dequantize kernels on GPT-2-sized tensors (ms, GB/s)
+#   quant      CudaOpsBench --quant: quantize/dequantize of bf16 16384x3072 and 16384x768, fast kernels against the
+#              general ones (same bytes checked on the GPU first), ms and GB/s
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
 #              the largest batch whose step fits in FIT_GIB (default 8.6: keep at batch 16 needs 8.54)
 #   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens.xz), batch 8 × 1024,
@@ -95,9 +96,6 @@ for s in $sections; do
         --target-processes all "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --no-graph --warmup 1 --steps 1 --profile-steps 0
       ncu -i $TMP/step.ncu-rep --csv --page raw --metrics gpu__time_duration.sum > $TMP/step.csv 2>>"$OUT/ncu.log" \
         && python3 $G/ncu_step.py $TMP/step.csv >> "$OUT/ncu.log" && sed -n '/^one step/,$p' "$OUT/ncu.log" | head -50 ;;
-    quant)
-      section quant 60 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --quant
-      grep -iE "quant|GB/s" "$OUT/quant.log" | head -30 ;;
     dsq-bench)
       for st in ${DSQ_SETTINGS:-keep dsq-stash dsq bfp8 bfp4}; do
         echo "# stash $st" >> "$OUT/dsq-bench.log"
@@ -106,6 +104,9 @@ for s in $sections; do
           "${arg[@]}" --fit-memory ${FIT_GIB:-8.6}
       done
       grep -E "^# stash|^step|^device|^stash \(|^largest|^memory traffic|rror" "$OUT/dsq-bench.log" ;;
+    quant)
+      section quant 120 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --quant
+      sed -n '/^---- /,$p' "$OUT/quant.log" ;;
     dsq-train)
       mkdir -p $TMP/dsq
       [ -f $TMP/jdk-8mb-gpt2.tokens ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \

@@ -931,6 +931,31 @@ public final class CudaBackend implements Backend {
 
     /** quant.cu's error bits. */
     private static final int QUANT_NON_FINITE = 1, QUANT_BEYOND_BFP = 2;
+    /** quant.cu's fast kernels: FAST_THREADS threads a block, FAST_CHUNKS chunks of 32 groups (of 8 values) a warp. */
+    private static final int QUANT_FAST_THREADS = 256, QUANT_FAST_CHUNKS = 2;
+    /**
+     * Quantize and dequantize with quant.cu's general kernels only, not its fast paths: {@code FRUGAL_CUDA_QUANT_GENERAL=1}
+     * (to time them, or to rule the fast paths out), or {@link #useGeneralQuantKernels} (CudaOpsBench, side by side).
+     */
+    private boolean generalQuantOnly = "1".equals(System.getenv("FRUGAL_CUDA_QUANT_GENERAL"));
+
+    void useGeneralQuantKernels(boolean on) {
+        generalQuantOnly = on;
+    }
+
+    /**
+     * Whether quant.cu's fast kernels (BITS compiled in) take format f over these tensors: a block of 8..256 values, a
+     * power of two (a block is 1..32 lanes of a warp), and the values and packed bytes 16-byte aligned.
+     */
+    private boolean fastQuant(QuantFormat f, Tensor values, Tensor packed) {
+        return !generalQuantOnly && f.block() <= 256 && Integer.bitCount(f.block()) == 1 && aligned16(values, packed);
+    }
+
+    /** Blocks of the fast kernels' grid-stride loop over the groups of n values. */
+    private int fastQuantGrid(long groups) {
+        long warps = (groups + 32L * QUANT_FAST_CHUNKS - 1) / (32L * QUANT_FAST_CHUNKS);
+        return (int) Math.max(1, Math.min((warps + QUANT_FAST_THREADS / 32 - 1) / (QUANT_FAST_THREADS / 32), (long) smCount * 32));
+    }
 
     /**
      * As {@link Backend#quantize}, from F32 or BF16, with the CPU's bytes and scales bit for bit. A kernel cannot stop
@@ -938,6 +963,8 @@ public final class CudaBackend implements Backend {
      * cannot be interrupted either: such a block is stored as NaN ({@link QuantFormat#NAN_BLOCK} or a NaN INT scale),
      * so that what reads it back is NaN and so is the loss, and the next {@link #synchronize} or {@link #download}
      * throws, naming the reason. That is the CPU's error, reported at the host's next wait instead of at the op.
+     * Formats whose block is a power of two up to 256, over 16-byte aligned values and packed bytes, take quant.cu's
+     * fast kernels (one per bit width); the rest its general ones. Both write the same bytes.
      */
     @Override
     public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
@@ -946,12 +973,20 @@ public final class CudaBackend implements Backend {
         need("quantize", "src", src, n);
         format.checkBuffers(packed, scales, n);
         if (n == 0) return;
-        int lanes = Integer.highestOneBit(Math.min(32, format.block() / 8)); // per block: see quant.cu
-        long warps = (format.blocks(n) + 32 / lanes - 1) / (32 / lanes);
-        int grid = (int) Math.min((warps + 7) / 8, (long) smCount * 32);
-        kernels.launch(QUANT, "quantize_" + t, grid, 1, 1, 256, 1, 1, 0, packed, scales, src, n, format.block(), format.bits(),
-                format.scheme() == QuantFormat.Scheme.INT ? 1 : 0, format.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0,
-                QuantFormat.seedBits(seed), lanes, aligned16(src) ? 1 : 0, quantErrors);
+        int isInt = format.scheme() == QuantFormat.Scheme.INT ? 1 : 0;
+        int stochastic = format.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0;
+        if (fastQuant(format, src, packed)) {
+            long groups = format.blocks(n) * (format.block() / 8);
+            kernels.launch(QUANT, "quantize_" + t + "_q" + format.bits(), fastQuantGrid(groups), 1, 1, QUANT_FAST_THREADS, 1, 1, 0,
+                    packed, scales, src, n, groups, Integer.numberOfTrailingZeros(format.block() / 8), isInt, stochastic,
+                    QuantFormat.seedBits(seed), aligned4(scales), quantErrors);
+        } else {
+            int lanes = Integer.highestOneBit(Math.min(32, format.block() / 8)); // per block: see quant.cu
+            long warps = (format.blocks(n) + 32 / lanes - 1) / (32 / lanes);
+            int grid = (int) Math.min((warps + 7) / 8, (long) smCount * 32);
+            kernels.launch(QUANT, "quantize_" + t, grid, 1, 1, 256, 1, 1, 0, packed, scales, src, n, format.block(),
+                    format.bits(), isInt, stochastic, QuantFormat.seedBits(seed), lanes, aligned16(src) ? 1 : 0, quantErrors);
+        }
         quantizeCalls++;
         quantizeUnchecked = true;
     }
@@ -963,8 +998,21 @@ public final class CudaBackend implements Backend {
         String t = act("dequantize", dst);
         need("dequantize", "dst", dst, n);
         format.checkBuffers(packed, scales, n);
-        elementwise(QUANT, "dequantize_" + t, format.blocks(n) * (format.block() / 8), dst, packed, scales, n, format.block(),
-                format.bits(), format.scheme() == QuantFormat.Scheme.INT ? 1 : 0, aligned16(dst) ? 1 : 0);
+        if (n == 0) return;
+        int isInt = format.scheme() == QuantFormat.Scheme.INT ? 1 : 0;
+        long groups = format.blocks(n) * (format.block() / 8);
+        if (fastQuant(format, dst, packed)) {
+            kernels.launch(QUANT, "dequantize_" + t + "_q" + format.bits(), fastQuantGrid(groups), 1, 1, QUANT_FAST_THREADS, 1, 1, 0,
+                    dst, packed, scales, n, groups, Integer.numberOfTrailingZeros(format.block() / 8), isInt, aligned4(scales));
+        } else {
+            elementwise(QUANT, "dequantize_" + t, groups, dst, packed, scales, n, format.block(), format.bits(), isInt,
+                    aligned16(dst) ? 1 : 0);
+        }
+    }
+
+    /** 1 where t's address is a multiple of 4 (quant.cu then moves an INT scale as one word), else 0. */
+    private static int aligned4(Tensor t) {
+        return (t.data().address() & 3) == 0 ? 1 : 0;
     }
 
     /**

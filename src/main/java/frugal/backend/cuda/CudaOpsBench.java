@@ -1,5 +1,6 @@
 package frugal.backend.cuda;
 
+import frugal.quant.QuantFormat;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -190,8 +191,61 @@ public final class CudaOpsBench {
     }
 
     /**
+     * quantize and dequantize of bf16 activations at GPT-2 124M's shapes, batch 16 × 1024 (the MLP's 16384 × 3072 and
+     * the residual's 16384 × 768), in DSQ's formats and int4: each by quant.cu's fast kernel and by its general one, as
+     * GB/s of bytes read and written, after checking on these tensors that both write the same bytes and values.
+     */
+    private void quant() {
+        int rows = 16 * 1024;
+        List<QuantFormat> formats = new ArrayList<>();
+        for (String name : new String[]{"bfp3", "bfp4", "bfp8", "int4"}) {
+            for (String rounding : new String[]{"rn", "sr"}) formats.add(QuantFormat.parse(name + "/32/" + rounding));
+        }
+        for (int cols : new int[]{4 * 768, 768}) {
+            Tensor x = randomBf16(rows, cols), y = gpu.allocate(DType.BF16, rows, cols), yGeneral = gpu.allocate(DType.BF16, rows, cols);
+            long n = x.size();
+            int capacity = (int) formats.stream().mapToLong(f -> f.bytes(n)).max().orElseThrow();
+            Tensor fast = gpu.allocate(DType.I8, capacity), general = gpu.allocate(DType.I8, capacity);
+            for (QuantFormat f : formats) {
+                Tensor p = fast.slice(0, (int) f.packedBytes(n)), s = fast.slice(f.packedBytes(n), (int) f.scalesBytes(n));
+                Tensor gp = general.slice(0, (int) f.packedBytes(n)), gs = general.slice(f.packedBytes(n), (int) f.scalesBytes(n));
+                gpu.quantize(p, s, x, n, f, 7);
+                gpu.dequantize(y, p, s, n, f);
+                gpu.useGeneralQuantKernels(true);
+                gpu.quantize(gp, gs, x, n, f, 7);
+                gpu.dequantize(yGeneral, gp, gs, n, f);
+                String shape = " " + rows + "x" + cols;
+                String check = "fast = general" + shape + " " + f + ": " + (sameBytes(fast.slice(0, (int) f.bytes(n)), general.slice(0, (int) f.bytes(n)))
+                        ? "same bytes" : "BYTES DIFFER") + ", " + (sameBytes(y, yGeneral) ? "same values" : "VALUES DIFFER");
+                lines.add(check);
+                System.out.println(check);
+                double bytes = 2.0 * n + f.bytes(n);
+                for (boolean generalOnly : new boolean[]{false, true}) {
+                    gpu.useGeneralQuantKernels(generalOnly);
+                    String kernel = generalOnly ? " general" : " fast";
+                    time("quantize " + f + shape + kernel, 0, bytes, () -> gpu.quantize(p, s, x, n, f, 7));
+                    time("dequantize " + f + shape + kernel, 0, bytes, () -> gpu.dequantize(y, p, s, n, f));
+                }
+                gpu.useGeneralQuantKernels(false);
+            }
+            for (Tensor t : new Tensor[]{x, y, yGeneral, fast, general}) gpu.release(t);
+        }
+        System.out.println("---- " + gpu.name() + ", quantize/dequantize of bf16 (GB/s: bytes read + written)");
+        for (String line : lines) System.out.println(line);
+    }
+
+    /** Whether a and b hold the same bytes. */
+    private boolean sameBytes(Tensor a, Tensor b) {
+        byte[] ha = new byte[Math.toIntExact(a.byteSize())], hb = new byte[Math.toIntExact(b.byteSize())];
+        gpu.download(a, MemorySegment.ofArray(ha));
+        gpu.download(b, MemorySegment.ofArray(hb));
+        return Arrays.equals(ha, hb);
+    }
+
+    /**
      * {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16;
-     * {@code --attention}: its bf16 attention.
+     * {@code --attention}: its bf16 attention; {@code --quant}: quantize and dequantize at its shapes (fast paths against
+     * the general kernels).
      */
     public static void main(String[] args) {
         if (!CudaBackend.isAvailable()) {
@@ -199,12 +253,13 @@ public final class CudaOpsBench {
             System.exit(1);
         }
         String mode = args.length > 0 ? args[0] : "";
-        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention");
+        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention") || mode.equals("--quant");
         try (CudaBackend gpu = new CudaBackend(0, mode.equals("--tf32"), bf16 ? DType.BF16 : DType.F32)) {
             CudaOpsBench bench = new CudaOpsBench(gpu);
             switch (mode) {
                 case "--gemm" -> bench.gemms();
                 case "--attention" -> bench.attention();
+                case "--quant" -> bench.quant();
                 default -> bench.run();
             }
         }

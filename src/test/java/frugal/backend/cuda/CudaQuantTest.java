@@ -36,9 +36,9 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * quant.cu against CpuQuant: the same packed bytes and scales, bit for bit, for every scheme, bit width, rounding and a
- * range of block sizes, from F32 and BF16 sources, aligned or not; the same dequantized values (F32 exactly, BF16 as
- * their rounding); NaN/Inf flagged and stored as NaN; and a GPT-2 trained on the GPU through a quantized stash.
- * Skipped (per test) without a GPU.
+ * range of block sizes, from F32 and BF16 sources, aligned (the fast kernels, where the block is a power of two up to
+ * 256) and not (the general ones); the same dequantized values (F32 exactly, BF16 as their rounding); NaN/Inf flagged
+ * and stored as NaN; and a GPT-2 trained on the GPU through a quantized stash. Skipped (per test) without a GPU.
  */
 class CudaQuantTest {
     private static CudaBackend gpu;
@@ -65,18 +65,22 @@ class CudaQuantTest {
     }
 
     /**
-     * Gaussian values over many magnitudes, outliers (×1000), an all-zero block, a block of tiny values (scales in
-     * F32's subnormal range), exact zeros, and a partial last block.
+     * Gaussian values over many magnitudes, outliers (×1000), exact zeros, and (given three blocks) an all-zero block, a
+     * block of tiny values (scales in F32's subnormal range) and one of subnormals (INT scales whose reciprocal is
+     * infinite).
      */
     private static float[] awkwardData(Random rng, int n, int block) {
         float[] x = new float[n];
         for (int i = 0; i < n; i++) x[i] = (float) (rng.nextGaussian() * Math.exp(rng.nextGaussian() * 3));
         for (int i = 0; i < n / 50; i++) x[rng.nextInt(n)] *= 1000;
         int blocks = n / block;
-        int zeroBlock = rng.nextInt(blocks), tinyBlock = (zeroBlock + 1 + rng.nextInt(blocks - 1)) % blocks;
-        for (int i = 0; i < block; i++) {
-            x[zeroBlock * block + i] = 0;
-            x[tinyBlock * block + i] = (float) (rng.nextGaussian() * 1e-36);
+        if (blocks >= 3) {
+            int zeroBlock = rng.nextInt(blocks), tinyBlock = (zeroBlock + 1) % blocks, subnormalBlock = (zeroBlock + 2) % blocks;
+            for (int i = 0; i < block; i++) {
+                x[zeroBlock * block + i] = 0;
+                x[tinyBlock * block + i] = (float) (rng.nextGaussian() * 1e-36);
+                x[subnormalBlock * block + i] = (float) (rng.nextGaussian() * 1e-40);
+            }
         }
         for (int i = 0; i < n / 20; i++) x[rng.nextInt(n)] = 0;
         return x;
@@ -119,10 +123,13 @@ class CudaQuantTest {
         }
     }
 
-    /** Packed bytes then scales in one I8 buffer, as the stash lays them out (the scales at any byte offset). */
-    private static Tensor[] gpuBuffers(QuantFormat f, long n) {
-        Tensor buffer = gpu.allocate(DType.I8, (int) f.bytes(n));
-        return new Tensor[]{buffer.slice(0, (int) f.packedBytes(n)), buffer.slice(f.packedBytes(n), (int) f.scalesBytes(n))};
+    /**
+     * Packed bytes then scales in one I8 buffer, as the stash lays them out (the scales at any byte offset), with `pad`
+     * bytes between them (an odd pad: INT scales that are no aligned words).
+     */
+    private static Tensor[] gpuBuffers(QuantFormat f, long n, int pad) {
+        Tensor buffer = gpu.allocate(DType.I8, (int) (f.bytes(n) + pad));
+        return new Tensor[]{buffer.slice(0, (int) f.packedBytes(n)), buffer.slice(f.packedBytes(n) + pad, (int) f.scalesBytes(n))};
     }
 
     private static void assertSameBytes(byte[] expected, byte[] actual, String what, QuantFormat f, int perBlock) {
@@ -134,35 +141,47 @@ class CudaQuantTest {
         }
     }
 
+    /**
+     * Every format of the grid from both sources, each twice: aligned (the fast kernels where they apply: every bit
+     * width's, on every block from 8 to 256, with INT scales aligned or not) and at an odd element offset (the general
+     * kernels); n with a ragged last block, whole blocks, whole groups of 8, or a few blocks (less than a warp's chunk).
+     */
     @Test
     void quantizesAndDequantizesBitForBitAsTheCpu() {
         Random rng = new Random(SEED);
-        int formats = 0;
+        int[] blocks = {8, 16, 24, 32, 64, 128, 256, 512};
+        int runs = 0;
         for (QuantFormat.Scheme scheme : QuantFormat.Scheme.values()) {
             for (int bits = 2; bits <= 8; bits++) {
-                for (int block : new int[]{8, 16, 24, 32, 64, 128, 512}) {
+                for (int b = 0; b < blocks.length; b++) {
+                    int block = blocks[b];
                     for (QuantFormat.Rounding rounding : QuantFormat.Rounding.values()) {
                         QuantFormat f = new QuantFormat(scheme, bits, block, rounding);
                         for (DType type : new DType[]{DType.F32, DType.BF16}) {
-                            int n = block * (20 + rng.nextInt(20)) + 1 + rng.nextInt(block - 1);
+                            int n = switch (runs / 2 % 4) {
+                                case 0 -> block * (20 + rng.nextInt(20)) + 1 + rng.nextInt(block - 1);
+                                case 1 -> block * (20 + rng.nextInt(20));
+                                case 2 -> block * (20 + rng.nextInt(20)) + 8 * (1 + rng.nextInt(block / 8));
+                                default -> 1 + rng.nextInt(3 * block);
+                            };
                             float[] x = widened(awkwardData(rng, n, block), type);
-                            long seed = rng.nextLong();
-                            int offset = rng.nextBoolean() ? 0 : 1 + rng.nextInt(7); // 16-byte loads, or element by element
-                            checkOne(f, type, x, seed, offset);
-                            formats++;
+                            checkOne(f, type, x, rng.nextLong(), 0, (b + bits) & 1);
+                            checkOne(f, type, x, rng.nextLong(), 1 + rng.nextInt(7), 0);
+                            runs += 2;
                         }
                     }
                 }
             }
         }
-        System.out.println("quant.cu matches CpuQuant bit for bit on " + formats + " format × source combinations");
+        System.out.println("quant.cu matches CpuQuant bit for bit on " + runs + " format × source × alignment combinations");
     }
 
-    private static void checkOne(QuantFormat f, DType type, float[] x, long seed, int offset) {
+    private static void checkOne(QuantFormat f, DType type, float[] x, long seed, int offset, int scalesPad) {
         int n = x.length;
-        String what = f + " from " + type + (offset == 0 ? "" : " at offset " + offset);
+        String what = f + " of " + n + " from " + type + (offset == 0 ? "" : " at offset " + offset)
+                + (scalesPad == 0 ? "" : ", scales after a pad of " + scalesPad);
         Quantized expected = Quantized.cpu(x, f, seed);
-        Tensor[] buffers = gpuBuffers(f, n);
+        Tensor[] buffers = gpuBuffers(f, n, scalesPad);
         gpu.quantize(buffers[0], buffers[1], gpuSource(x, type, offset), n, f, seed);
         assertSameBytes(expected.packed, bytes(buffers[0]), "packed values, " + what + ",", f, f.block() * f.bits() / 8);
         assertSameBytes(expected.scales, bytes(buffers[1]), "scales, " + what + ",", f, f.scaleBytes());
@@ -195,8 +214,8 @@ class CudaQuantTest {
         long[] seeds = {0, 1, -1, 0x9E3779B97F4A7C15L, SEED};
         byte[] previous = null;
         for (long seed : seeds) {
-            checkOne(f, DType.F32, x, seed, 0);
-            Tensor[] buffers = gpuBuffers(f, x.length);
+            checkOne(f, DType.F32, x, seed, 0, 0);
+            Tensor[] buffers = gpuBuffers(f, x.length, 0);
             gpu.quantize(buffers[0], buffers[1], gpuSource(x, DType.F32, 0), x.length, f, seed);
             byte[] packed = bytes(buffers[0]);
             if (previous != null) assertFalse(Arrays.equals(previous, packed), "seed " + seed + " rounds as the one before");
@@ -214,7 +233,7 @@ class CudaQuantTest {
             x[3 * f.block() + 5] = Float.NaN;
             x[7 * f.block()] = Float.POSITIVE_INFINITY;
             x[n - 1] = Float.NEGATIVE_INFINITY;
-            Tensor[] buffers = gpuBuffers(f, n);
+            Tensor[] buffers = gpuBuffers(f, n, 0);
             gpu.quantize(buffers[0], buffers[1], gpuSource(x, DType.BF16, 0), n, f, 5);
             FrugalException e = assertThrows(FrugalException.class, gpu::synchronize);
             assertTrue(e.getMessage().contains("NaN or Inf"), e.getMessage());
@@ -255,7 +274,7 @@ class CudaQuantTest {
         QuantFormat f = QuantFormat.parse("bfp2/16/rn"); // maxLevel 1: 3e38 needs 2^128
         float[] x = new float[64];
         x[20] = 3e38f;
-        Tensor[] buffers = gpuBuffers(f, x.length);
+        Tensor[] buffers = gpuBuffers(f, x.length, 0);
         gpu.quantize(buffers[0], buffers[1], gpuSource(x, DType.F32, 0), x.length, f, 0);
         FrugalException e = assertThrows(FrugalException.class, gpu::synchronize);
         assertTrue(e.getMessage().contains("beyond BFP"), e.getMessage());
