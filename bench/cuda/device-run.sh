@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 BUDGET=${BUDGET:-470}
 G=.gpu-cuda
 JAVA=(.gpu-jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-UseProfiledLoopPredicate -Xmx16g)
-JUNIT=(-jar $G/junit-platform-console-standalone-1.11.4.jar execute --disable-banner --details=summary -cp $G/frugal.jar:$G/test-classes)
+JUNIT=(-jar $G/junit-platform-console-standalone-1.11.4.jar execute --disable-banner --details=summary -cp $G/frugal.jar:$G/test-classes:src/test/resources)
 BENCH=(bench --device cuda --batch 16 --seq 1024 --vocab 50304)
 sections=${*:-tests attention bench before torch ncu}
 export FRUGAL_CACHE_DIR=/tmp/frugal-cache
