@@ -8,7 +8,9 @@ import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * Every tensor a module saves in forward for its backward goes through here, by name ({@code h3.attn.qkv}) and
@@ -18,8 +20,9 @@ import java.util.Map;
  * The {@link StashLedger} counts what all of it costs.
  *
  * <p>The producer still writes its full-precision output (F32, or BF16 under mixed precision), which is quantized
- * right after; a loaded tensor is dequantized into one of a few scratch buffers of its type shared by all layers,
- * valid until {@value #READ_BUFFERS} more loads.
+ * right after; when it is quantized under every kind it is saved as, that output lives in a buffer shared by all
+ * layers ({@link #output}). A loaded tensor is dequantized into one of a few scratch buffers of its type shared by all
+ * layers, valid until {@value #READ_BUFFERS} more loads.
  */
 public final class Stash {
     private static final int READ_BUFFERS = 4;
@@ -34,7 +37,7 @@ public final class Stash {
     private final Map<String, Tensor> packedBuffers = new HashMap<>();
     private final Workspace scratch;
     /** Addresses of buffers shared by all layers ({@link #output}): what they hold is only valid until the next layer. */
-    private final java.util.Set<Long> sharedAddresses = new java.util.HashSet<>();
+    private final Set<Long> sharedAddresses = new HashSet<>();
     private int step;
     private long quantizeCalls;
     private long reads;
