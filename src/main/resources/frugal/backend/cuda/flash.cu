@@ -448,6 +448,32 @@ __device__ __forceinline__ void add2(float* p, float x, float y) {
 #endif
 }
 
+// The lse and delta of 64 queries from q0 (head h of batch b) into Lb[0, 64) and Lb[64, 128) with cp.async, zero past T.
+__device__ __forceinline__ void load_stats_async(float* Lb, const float* lse, const float* delta, int b, int h, int H, int T,
+                                                 int q0) {
+    const float* lr = lse + ((i64) b * H + h) * T;
+    const float* dr = delta + ((i64) b * H + h) * T;
+    for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
+        int t = q0 + (i & (BM - 1));
+        const float* src = i < BM ? lr : dr;
+        src = t < T ? src + t : src;
+        unsigned dst = (unsigned) __cvta_generic_to_shared(Lb + i);
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
+    }
+}
+
+// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout) added into dqAcc [B*T, H*D] atomically.
+template <int D>
+__device__ __forceinline__ void add_dq_rows(float* dqAcc, const float (*dq)[4], int b, int h, int H, int T, int qA, int c) {
+    float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
+    float* accB = accA + (i64) 8 * H * D;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
+        if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
+    }
+}
+
 // dk/dv as flash_backward_dkv, and dq in the same pass (flash-attention 2's single backward kernel). The (head, query
 // tile) items of the loop are flattened and double-buffered with cp.async: item i+1's Q, dO, lse and delta load while
 // item i computes (shared: K, V, dS, then two buffers of {Q, dO, lse[64], delta[64]}). After dK and dV, each item's dS
@@ -477,19 +503,10 @@ __device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout,
         bf16* Qb = reinterpret_cast<bf16*>(buf);
         bf16* Ob = Qb + BM * S;
         float* Lb = reinterpret_cast<float*>(Ob + BM * S);
-        float* Db = Lb + BM;
         int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
         load_tile_async<D>(Qb, base, rowW, (i64) h * D, q0, T);
         load_tile_async<D>(Ob, dbase, (i64) H * D, (i64) h * D, q0, T);
-        const float* lr = lse + ((i64) b * H + h) * T;
-        const float* dr = delta + ((i64) b * H + h) * T;
-        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
-            int t = q0 + (i & (BM - 1));
-            const float* src = i < BM ? lr : dr;
-            src = t < T ? src + t : src;
-            unsigned dst = (unsigned) __cvta_generic_to_shared(i < BM ? Lb + i : Db + (i - BM));
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
-        }
+        load_stats_async(Lb, lse, delta, b, h, H, T, q0);
         cp_async_commit();
     };
     load_tile<D>(Ks, base, rowW, kOff, k0, T);
@@ -552,14 +569,7 @@ __device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout,
                 mma16816(dq[dt + 1], a, bk[2], bk[3]);
             }
         }
-        int qA = q0 + warp * 16 + g;
-        float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
-        float* accB = accA + (i64) 8 * H * D;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-            if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
-            if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
-        }
+        add_dq_rows<D>(dqAcc, dq, b, h, H, T, q0 + warp * 16 + g, c);
         __syncthreads(); // this buffer is refilled two items on, dSs rewritten next item
     }
     bf16* out = dqkv + (i64) b * T * rowW;
@@ -767,15 +777,7 @@ __device__ void flash_backward_wgmma(bf16* dqkv, float* dqAcc, const bf16* dout,
         int h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
         load_tile_swizzled(Qb, base, rowW, (i64) h * D, q0, T);
         load_tile_swizzled(Qb + TILE, dbase, (i64) H * D, (i64) h * D, q0, T);
-        const float* lr = lse + ((i64) b * H + h) * T;
-        const float* dr = delta + ((i64) b * H + h) * T;
-        for (int i = threadIdx.x; i < 2 * BM; i += blockDim.x) {
-            int t = q0 + (i & (BM - 1));
-            const float* src = i < BM ? lr : dr;
-            src = t < T ? src + t : src;
-            unsigned dst = (unsigned) __cvta_generic_to_shared(Lb + i);
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 4 : 0));
-        }
+        load_stats_async(Lb, lse, delta, b, h, H, T, q0);
     };
     load_tile_swizzled(Ks, base, rowW, kOff, k0, T);
     load_tile_swizzled(Vs, base, rowW, vOff, k0, T);
@@ -828,14 +830,7 @@ __device__ void flash_backward_wgmma(bf16* dqkv, float* dqAcc, const bf16* dout,
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) wgmma_ss<1, 1>(dq, wg_desc(dSs + kk * 16 * 64), wg_desc(Ks + kk * 16 * 64), kk);
         wg_commit_wait();
-        int qA = q0 + warp * 16 + g;
-        float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
-        float* accB = accA + (i64) 8 * H * D;
-#pragma unroll
-        for (int dt = 0; dt < 8; dt++) {
-            if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
-            if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
-        }
+        add_dq_rows<D>(dqAcc, dq, b, h, H, T, q0 + warp * 16 + g, c);
         __syncthreads(); // this buffer is refilled two items on, dS rewritten next item
     }
     bf16* out = dqkv + (i64) b * T * rowW;
