@@ -37,8 +37,9 @@ public final class Evaluator {
         if (windows == 0) {
             throw new frugal.FrugalException("evaluation needs at least " + (seq + 1) + " tokens, got " + tokens.length);
         }
-        Tensor ids = ops.allocate(DType.I32, batch * seq), targets = ops.allocate(DType.I32, batch * seq);
-        Tensor losses = ops.allocate(DType.F32, batch * seq);
+        // From the context's workspace: an evaluation every few hundred steps reuses them instead of allocating anew.
+        Tensor ids = ctx.buffers().get("eval.ids", DType.I32, batch * seq), targets = ctx.buffers().get("eval.targets", DType.I32, batch * seq);
+        Tensor losses = ctx.buffers().get("eval.losses", DType.F32, batch * seq);
         double total = 0;
         long count = 0;
         float[] hostLosses = new float[batch * seq];
