@@ -7,15 +7,11 @@ import frugal.model.ModelConfig;
 import frugal.model.Transformer;
 import frugal.nn.Context;
 import frugal.nn.Param;
-import frugal.tensor.DType;
-import frugal.tensor.Tensor;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 
-import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -100,14 +96,8 @@ public class QuantizedStashGradientTest {
     private static List<float[]> gradients(ModelConfig c, Context ctx) {
         Transformer model = new Transformer(c, CPU);
         Init.initialize(model, CPU, 7);
-        int batch = 2, seq = 16, rows = batch * seq;
-        Random rng = new Random(SEED);
-        Tensor ids = CPU.allocate(DType.I32, rows), targets = CPU.allocate(DType.I32, rows), losses = CPU.allocate(DType.F32, rows);
-        CPU.upload(ids, MemorySegment.ofArray(rng.ints(rows, 0, c.vocabSize()).toArray()));
-        CPU.upload(targets, MemorySegment.ofArray(rng.ints(rows, 0, c.vocabSize()).toArray()));
-        model.params().zeroGrad();
-        ctx.stash().beginStep(1);
-        model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
+        int batch = 2, seq = 16;
+        RandomBatchStep.forward(CPU, model, ctx, batch, seq, SEED);
         model.backward(ctx, batch, seq);
         List<float[]> grads = new ArrayList<>();
         for (Param p : model.params().all()) grads.add(p.grad().toFloatArray());

@@ -82,14 +82,8 @@ class SharedStashBufferTest {
     private static long activationBytes(ModelConfig c, Context ctx) {
         Transformer model = new Transformer(c, CPU);
         Init.initialize(model, CPU, 3);
-        int batch = 2, seq = 32, rows = batch * seq;
-        Random rng = new Random(SEED);
-        Tensor ids = CPU.allocate(DType.I32, rows), targets = CPU.allocate(DType.I32, rows), losses = CPU.allocate(DType.F32, rows);
-        CPU.upload(ids, MemorySegment.ofArray(rng.ints(rows, 0, c.vocabSize()).toArray()));
-        CPU.upload(targets, MemorySegment.ofArray(rng.ints(rows, 0, c.vocabSize()).toArray()));
-        model.params().zeroGrad();
-        ctx.stash().beginStep(1);
-        model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
+        int batch = 2, seq = 32;
+        Tensor losses = RandomBatchStep.forward(CPU, model, ctx, batch, seq, SEED);
         long held = ctx.buffers().bytes();
         model.backward(ctx, batch, seq);
         for (float l : losses.toFloatArray()) assertTrue(Float.isFinite(l));
