@@ -125,6 +125,13 @@ public interface Backend extends AutoCloseable {
     void layerNormForward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias,
                           int rows, int cols, float eps);
 
+    /** sum = x + r (the residual add), then {@link #layerNormForward} of sum into out; one pass where the backend fuses it. */
+    default void addLayerNormForward(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                     Tensor bias, int rows, int cols, float eps) {
+        add(sum, x, r, (long) rows * cols);
+        layerNormForward(out, mean, rstd, sum, weight, bias, rows, cols, eps);
+    }
+
     /** Accumulates dx, dweight, dbias. */
     void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                            Tensor mean, Tensor rstd, int rows, int cols);

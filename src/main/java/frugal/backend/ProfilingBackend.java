@@ -226,6 +226,15 @@ public final class ProfilingBackend implements Backend {
     }
 
     @Override
+    public void addLayerNormForward(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight, Tensor bias,
+                                    int rows, int cols, float eps) {
+        long t = start();
+        inner.addLayerNormForward(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
+        stop("residual add + layernorm", t, 0, (long) rows * cols * (elem(x) + elem(r) + elem(sum) + elem(out))
+                + 2L * cols * elem(weight) + 2L * rows * elem(mean));
+    }
+
+    @Override
     public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight, Tensor mean, Tensor rstd, int rows, int cols) {
         long t = start();
         inner.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);

@@ -25,24 +25,23 @@ final class Block {
         this.dim = dim;
     }
 
-    /** Returns this block's output [B*T, C] (a buffer of its own while the next block keeps it for backward, shared with the other blocks once it is quantized). */
-    Tensor forward(Context ctx, Tensor x, int batch, int seq) {
+    /**
+     * Takes the residual stream as the previous block left it and returns this block's, both unsummed: its input is
+     * summed by norm1, its output by the next norm. The sums live in buffers of their own while backward keeps them,
+     * shared by the blocks once they are quantized.
+     */
+    Residual forward(Context ctx, Residual in, int batch, int seq) {
         int rows = batch * seq;
-        long n = (long) rows * dim;
         int[] shape = {rows, dim};
         Tensor normed1 = ctx.stashed(name + ".norm1", "block.norm1", shape, StashKind.LINEAR_INPUT);
-        Tensor mid = ctx.stashed(name + ".mid", "block.mid", shape, StashKind.NORM_INPUT);
-        Tensor normed2 = ctx.stashed(name + ".norm2", "block.norm2", shape, StashKind.LINEAR_INPUT);
-        Tensor branch = ctx.buffers().get("scratch.branch", rows, dim);
-        norm1.forward(ctx, normed1, x, rows);
+        Tensor x = in.normalize(ctx, norm1, normed1, name + ".in", "block.in", rows);
+        Tensor branch = ctx.buffers().get("scratch.branch", rows, dim); // in.r() too: read above
         attn.forward(ctx, branch, normed1, batch, seq);
-        ctx.ops().add(mid, x, branch, n);
-        norm2.forward(ctx, normed2, mid, rows);
+        // mid is asked for only now: it may share a buffer with the previous block's mid (in.x()), read above.
+        Tensor normed2 = ctx.stashed(name + ".norm2", "block.norm2", shape, StashKind.LINEAR_INPUT);
+        Tensor mid = new Residual(x, branch).normalize(ctx, norm2, normed2, name + ".mid", "block.mid", rows);
         mlp.forward(ctx, branch, normed2, rows);
-        // Asked for only now: x (the previous block's output) may be in the same shared buffer, last read above.
-        Tensor out = ctx.stashed(name + ".out", "block.out", shape, StashKind.NORM_INPUT);
-        ctx.ops().add(out, mid, branch, n);
-        return out;
+        return new Residual(mid, branch);
     }
 
     /** dres holds the gradient of the block's output on entry and of its input on return. */

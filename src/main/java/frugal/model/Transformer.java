@@ -121,9 +121,10 @@ public final class Transformer {
         if (positionEmbedding != null) {
             ctx.ops().embeddingForward(x, positionEmbedding.value(), positions(ctx, batch, seq), rows, d, true);
         }
-        for (Block b : blocks) x = b.forward(ctx, x, batch, seq);
+        Residual stream = new Residual(x, null);
+        for (Block b : blocks) stream = b.forward(ctx, stream, batch, seq);
         Tensor normed = ctx.buffers().get("final_norm", rows, d);
-        finalNorm.forward(ctx, normed, x, rows);
+        stream.normalize(ctx, finalNorm, normed, "final.in", "block.in", rows);
         // Logits that become dlogits for backward are activations (bf16 under mixed precision); logits returned
         // for reading (evaluation, sampling) are F32.
         Tensor logits = ctx.buffers().get("logits", gradScale != 0 ? ctx.ops().activationType() : DType.F32, rows, v);

@@ -20,9 +20,31 @@ public final class LayerNorm implements Norm {
 
     @Override
     public void forward(Context ctx, Tensor out, Tensor x, int rows) {
-        int cols = (int) weight.value().size();
-        Tensor mean = ctx.buffers().get(name + ".mean", DType.F32, rows), rstd = ctx.buffers().get(name + ".rstd", DType.F32, rows);
-        ctx.ops().layerNormForward(out, mean, rstd, x, weight.value(), bias.value(), rows, cols, eps);
+        Tensor mean = mean(ctx, rows), rstd = rstd(ctx, rows);
+        ctx.ops().layerNormForward(out, mean, rstd, x, weight.value(), bias.value(), rows, cols(), eps);
+        save(ctx, x, mean, rstd);
+    }
+
+    @Override
+    public void forwardAdd(Context ctx, Tensor sum, Tensor out, Tensor x, Tensor r, int rows) {
+        Tensor mean = mean(ctx, rows), rstd = rstd(ctx, rows);
+        ctx.ops().addLayerNormForward(sum, out, mean, rstd, x, r, weight.value(), bias.value(), rows, cols(), eps);
+        save(ctx, sum, mean, rstd);
+    }
+
+    private int cols() {
+        return (int) weight.value().size();
+    }
+
+    private Tensor mean(Context ctx, int rows) {
+        return ctx.buffers().get(name + ".mean", DType.F32, rows);
+    }
+
+    private Tensor rstd(Context ctx, int rows) {
+        return ctx.buffers().get(name + ".rstd", DType.F32, rows);
+    }
+
+    private void save(Context ctx, Tensor x, Tensor mean, Tensor rstd) {
         ctx.stash().save(name + ".in", StashKind.NORM_INPUT, x);
         ctx.stash().save(name + ".mean", StashKind.NORM_STATS, mean);
         ctx.stash().save(name + ".rstd", StashKind.NORM_STATS, rstd);
@@ -30,8 +52,7 @@ public final class LayerNorm implements Norm {
 
     @Override
     public void backward(Context ctx, Tensor dx, Tensor dout, int rows) {
-        int cols = (int) weight.value().size();
         ctx.ops().layerNormBackward(dx, weight.grad(), bias.grad(), dout, ctx.stash().load(name + ".in"),
-                weight.value(), ctx.stash().load(name + ".mean"), ctx.stash().load(name + ".rstd"), rows, cols);
+                weight.value(), ctx.stash().load(name + ".mean"), ctx.stash().load(name + ".rstd"), rows, cols());
     }
 }

@@ -656,6 +656,26 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void addLayerNormForward(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight, Tensor bias,
+                                    int rows, int cols, float eps) {
+        bind();
+        String t = act("addLayerNormForward", sum, out, x, r);
+        f32("addLayerNormForward", mean, rstd, weight, bias);
+        long n = (long) rows * cols;
+        need("addLayerNormForward", "sum", sum, n);
+        need("addLayerNormForward", "out", out, n);
+        need("addLayerNormForward", "x", x, n);
+        need("addLayerNormForward", "r", r, n);
+        int perPack = t.equals("bf16") ? 8 : 4, lanePacks = (cols / perPack + 31) / 32;
+        if (rows == 0 || cols % perPack != 0 || lanePacks > 4 || !aligned16(sum, out, x, r, weight, bias)) {
+            Backend.super.addLayerNormForward(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
+            return;
+        }
+        kernels.launch(NORMS, "add_layernorm_forward_packed_" + t + "_" + lanePacks, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
+                sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
+    }
+
+    @Override
     public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                                   Tensor mean, Tensor rstd, int rows, int cols) {
         bind();

@@ -334,6 +334,14 @@ class CudaBf16OpsTest {
             cpu.layerNormForward(out.c, mean.c, rstd.c, x.c, w.c, b.c, rows, cols, 1e-5f);
             check("layerNormForward C=" + cols, out, TOL);
             check("layerNormForward rstd", rstd, 1e-5);
+            Pair r = act(rows, cols), sum = act(rows, cols), addOut = act(rows, cols);
+            gpu.addLayerNormForward(sum.g, addOut.g, mean.g, rstd.g, x.g, r.g, w.g, b.g, rows, cols, 1e-5f);
+            cpu.addLayerNormForward(sum.c, addOut.c, mean.c, rstd.c, x.c, r.c, w.c, b.c, rows, cols, 1e-5f);
+            check("addLayerNormForward sum C=" + cols, sum, TOL);
+            check("addLayerNormForward out C=" + cols, addOut, TOL);
+            check("addLayerNormForward rstd", rstd, 1e-5);
+            gpu.layerNormForward(out.g, mean.g, rstd.g, x.g, w.g, b.g, rows, cols, 1e-5f);
+            cpu.layerNormForward(out.c, mean.c, rstd.c, x.c, w.c, b.c, rows, cols, 1e-5f);
             Pair dx = act(rows, cols), dw = f32(cols), db = f32(cols), dout = act(rows, cols);
             gpu.layerNormBackward(dx.g, dw.g, db.g, dout.g, x.g, w.g, mean.g, rstd.g, rows, cols);
             cpu.layerNormBackward(dx.c, dw.c, db.c, dout.c, x.c, w.c, mean.c, rstd.c, rows, cols);
