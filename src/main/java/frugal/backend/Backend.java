@@ -1,6 +1,7 @@
 package frugal.backend;
 
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -132,9 +133,32 @@ public interface Backend extends AutoCloseable {
         layerNormForward(out, mean, rstd, sum, weight, bias, rows, cols, eps);
     }
 
+    /**
+     * {@link #layerNormForward} of x, or {@link #addLayerNormForward} of x + r where r is non-null, that also writes what
+     * the stash keeps of it: the normalized row (x, or the sum) quantized into xq and out into outq, each where non-null,
+     * exactly as {@link #quantize} would from the tensors written. Backends fuse it where they can.
+     */
+    default void layerNormForwardQuantized(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                           Tensor bias, int rows, int cols, float eps, Quantized xq, Quantized outq) {
+        if (r == null) layerNormForward(out, mean, rstd, x, weight, bias, rows, cols, eps);
+        else addLayerNormForward(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
+        long n = (long) rows * cols;
+        if (xq != null) quantize(xq.packed(), xq.scales(), r == null ? x : sum, n, xq.format(), xq.seed());
+        if (outq != null) quantize(outq.packed(), outq.scales(), out, n, outq.format(), outq.seed());
+    }
+
     /** Accumulates dx, dweight, dbias. */
     void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                            Tensor mean, Tensor rstd, int rows, int cols);
+
+    /**
+     * {@link #layerNormBackward} reading x from its quantized copy (in x's activation type), where this backend has a
+     * kernel for its format and shape; returns false, having done nothing, where it has not (dequantize x first).
+     */
+    default boolean layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Quantized x, Tensor weight,
+                                      Tensor mean, Tensor rstd, int rows, int cols) {
+        return false;
+    }
 
     /** out = x * rstd * weight per row, rstd = 1/sqrt(mean(x²) + eps); writes rstd[rows]. */
     void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps);

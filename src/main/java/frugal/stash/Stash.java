@@ -4,6 +4,7 @@ import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.nn.Workspace;
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -38,6 +39,7 @@ public final class Stash {
     private final Workspace scratch;
     /** Addresses of buffers shared by all layers ({@link #output}): what they hold is only valid until the next layer. */
     private final Set<Long> sharedAddresses = new HashSet<>();
+    private final Map<Long, Declared> declared = new HashMap<>();
     private int step;
     private long quantizeCalls;
     private long reads;
@@ -45,6 +47,10 @@ public final class Stash {
     private long bytesRead;
 
     private record Source(long address, long bytes, QuantFormat format) {
+    }
+
+    /** What {@link #output} last handed out a shared buffer for: the tensor's name and the kinds it is saved under. */
+    private record Declared(String name, StashKind[] kinds) {
     }
 
     /** A saved tensor: kept as is (packed == null), or packed in a format, to be read back as {@code dtype}. */
@@ -83,6 +89,21 @@ public final class Stash {
     }
 
     public void save(String name, StashKind kind, Tensor t) {
+        Quantized q = saveByProducer(name, kind, t);
+        if (q == null) return;
+        try {
+            ops.quantize(q.packed(), q.scales(), t, t.size(), q.format(), q.seed());
+        } catch (FrugalException e) {
+            throw failure("stash " + name + " (" + kind.key() + ")", e);
+        }
+    }
+
+    /**
+     * Saves t as {@link #save} does, except that where the policy quantizes the kind, what is returned says where the
+     * quantized copy goes, for t's producer to write it as it writes t (in this step, before backward). Null where there
+     * is nothing to write: the kind is kept, or t was saved already in that format.
+     */
+    public Quantized saveByProducer(String name, StashKind kind, Tensor t) {
         QuantFormat f = kind == StashKind.TOKEN_IDS ? null : policy.format(kind);
         long bf16 = t.dtype() == DType.F32 && kind != StashKind.SOFTMAX_STATS && kind != StashKind.NORM_STATS ? 2 * t.size() : t.byteSize();
         if (f == null) {
@@ -97,7 +118,7 @@ public final class Stash {
                 ledger.stashed(kind, t.byteSize(), bf16);
             }
             bytesSaved += t.byteSize();
-            return;
+            return null;
         }
         if (t.dtype() != DType.F32 && t.dtype() != DType.BF16) {
             throw new FrugalException("stash " + name + ": only F32 and BF16 tensors can be quantized, got " + t);
@@ -106,7 +127,7 @@ public final class Stash {
         Entry same = bySource.get(source);
         if (same != null) { // e.g. attention's output is also the output projection's input
             saved.put(name, same);
-            return;
+            return null;
         }
         long n = t.size();
         Tensor buffer = packedBuffers.get(name);
@@ -117,16 +138,25 @@ public final class Stash {
         }
         Tensor packed = buffer.slice(0, Math.toIntExact(f.packedBytes(n)));
         Tensor scales = buffer.slice(f.packedBytes(n), Math.toIntExact(f.scalesBytes(n)));
-        try {
-            ops.quantize(packed, scales, t, n, f, nextSeed());
-        } catch (FrugalException e) {
-            throw new FrugalException("step " + step + ", stash " + name + " (" + kind.key() + "): " + e.getMessage(), e);
-        }
         Entry e = new Entry(kind, null, packed, scales, f, t.dtype(), t.shape());
         saved.put(name, e);
         bySource.put(source, e);
         ledger.stashed(kind, e.bytes(), bf16);
         bytesSaved += e.bytes();
+        return new Quantized(packed, scales, f, nextSeed());
+    }
+
+    /**
+     * Where the producer of t, a buffer from {@link #output}, writes t's quantized copy as it writes t: for the kinds
+     * output was given, when they are all quantized in one format (else null, and t is saved as usual by those who read
+     * it). Their saves of t then find it saved.
+     */
+    public Quantized outputByProducer(Tensor t) {
+        Declared d = declared.get(t.data().address());
+        if (d == null) return null;
+        QuantFormat f = policy.format(d.kinds()[0]);
+        for (StashKind k : d.kinds()) if (!f.equals(policy.format(k))) return null;
+        return saveByProducer(d.name(), d.kinds()[0], t);
     }
 
     /**
@@ -142,19 +172,46 @@ public final class Stash {
         Tensor t = buffers.get("shared." + sharedRole, shape);
         long address = t.data().address();
         sharedAddresses.add(address);
+        declared.put(address, new Declared(name, kinds));
         bySource.keySet().removeIf(s -> s.address() == address); // what was saved from it came from another layer
         return t;
     }
 
     public Tensor load(String name) {
-        Entry e = saved.get(name);
-        if (e == null) throw new IllegalStateException("nothing stashed under " + name + " (backward without forward?)");
-        ledger.readBack(e.kind, e.bytes());
-        bytesRead += e.bytes();
+        Entry e = read(name);
         if (e.kept != null) return e.kept;
         Tensor out = scratch.get("read." + e.dtype + "." + (reads++ % READ_BUFFERS), e.dtype, e.shape);
         ops.dequantize(out, e.packed, e.scales, out.size(), e.format);
         return out;
+    }
+
+    /** The quantized copy saved under name, for a consumer that reads it as it is ({@link #readByConsumer}); null when kept. */
+    public Quantized quantized(String name) {
+        Entry e = entry(name);
+        return e.kept != null ? null : new Quantized(e.packed, e.scales, e.format, 0);
+    }
+
+    /** Counts the read of the tensor saved under name by a consumer that read its {@link #quantized} copy itself. */
+    public void readByConsumer(String name) {
+        read(name);
+    }
+
+    private Entry read(String name) {
+        Entry e = entry(name);
+        ledger.readBack(e.kind, e.bytes());
+        bytesRead += e.bytes();
+        return e;
+    }
+
+    private Entry entry(String name) {
+        Entry e = saved.get(name);
+        if (e == null) throw new IllegalStateException("nothing stashed under " + name + " (backward without forward?)");
+        return e;
+    }
+
+    /** e with the step and what was being quantized in front of its message. */
+    public FrugalException failure(String what, FrugalException e) {
+        return new FrugalException("step " + step + ", " + what + ": " + e.getMessage(), e);
     }
 
     /**
@@ -173,7 +230,7 @@ public final class Stash {
         try {
             ops.quantize(p, s, t, n, f, nextSeed());
         } catch (FrugalException e) {
-            throw new FrugalException("step " + step + ", " + point.key() + " operand (" + role + "): " + e.getMessage(), e);
+            throw failure(point.key() + " operand (" + role + ")", e);
         }
         ops.dequantize(out, p, s, n, f);
         return out;
@@ -200,6 +257,7 @@ public final class Stash {
     public void clear() {
         saved.clear();
         bySource.clear();
+        declared.clear();
         ledger.released();
         reads = 0; // every pass hands out the same read buffers in the same order: a captured graph allocates nothing
     }

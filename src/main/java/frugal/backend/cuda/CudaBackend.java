@@ -3,6 +3,7 @@ package frugal.backend.cuda;
 import frugal.FrugalException;
 import frugal.backend.Backend;
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -26,7 +27,7 @@ import java.util.Map;
  */
 public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
-            ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu";
+            ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu", STASH_NORMS = "stash_norms.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
      * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1
@@ -673,6 +674,56 @@ public final class CudaBackend implements Backend {
         }
         kernels.launch(NORMS, "add_layernorm_forward_packed_" + t + "_" + lanePacks, (rows + 7) / 8, 1, 1, 256, 1, 1, 0,
                 sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
+    }
+
+    /**
+     * Fused where stash_norms.cu has the kernel: bf16 rows of 256·P values (P = 1..4), each quantized tensor in a
+     * format of the fast quantize kernels ({@link #fastQuant}) with 3, 4 or 8 bits, both in one format. A tensor
+     * whose format differs from the input's is quantized after the norm.
+     */
+    @Override
+    public void layerNormForwardQuantized(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                          Tensor bias, int rows, int cols, float eps, Quantized xq, Quantized outq) {
+        bind();
+        Tensor in = r == null ? x : sum;
+        QuantFormat f = xq != null ? xq.format() : outq != null ? outq.format() : null;
+        Quantized fusedX = xq != null && stashNormFused(f, in, xq, cols) ? xq : null;
+        Quantized fusedOut = outq != null && outq.format().equals(f) && stashNormFused(f, out, outq, cols) ? outq : null;
+        if (rows == 0 || (fusedX == null && fusedOut == null) || !aligned16(x, out, weight, bias) || (r != null && !aligned16(sum, r))) {
+            Backend.super.layerNormForwardQuantized(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps, xq, outq);
+            return;
+        }
+        act("layerNormForwardQuantized", out, x);
+        f32("layerNormForwardQuantized", mean, rstd, weight, bias);
+        long n = (long) rows * cols;
+        need("layerNormForwardQuantized", "x", x, n);
+        need("layerNormForwardQuantized", "out", out, n);
+        if (r != null) {
+            act("layerNormForwardQuantized", sum, r);
+            need("layerNormForwardQuantized", "sum", sum, n);
+            need("layerNormForwardQuantized", "r", r, n);
+        }
+        if (fusedX != null) f.checkBuffers(fusedX.packed(), fusedX.scales(), n);
+        if (fusedOut != null) f.checkBuffers(fusedOut.packed(), fusedOut.scales(), n);
+        String kernel = (r == null ? "layernorm_forward_q" : "add_layernorm_forward_q") + f.bits() + "_bf16_" + cols / 256;
+        kernels.launch(STASH_NORMS, kernel, (rows + 7) / 8, 1, 1, 256, 1, 1, 0, sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps,
+                fusedX == null ? null : fusedX.packed(), fusedX == null ? null : fusedX.scales(),
+                fusedX == null ? 0 : QuantFormat.seedBits(fusedX.seed()), fusedX == null ? 0 : aligned4(fusedX.scales()),
+                fusedOut == null ? null : fusedOut.packed(), fusedOut == null ? null : fusedOut.scales(),
+                fusedOut == null ? 0 : QuantFormat.seedBits(fusedOut.seed()), fusedOut == null ? 0 : aligned4(fusedOut.scales()),
+                Integer.numberOfTrailingZeros(f.block() / 8), f.scheme() == QuantFormat.Scheme.INT ? 1 : 0,
+                f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, quantErrors);
+        quantizeCalls++;
+        quantizeUnchecked = true;
+        if (xq != null && fusedX == null) quantize(xq.packed(), xq.scales(), in, n, xq.format(), xq.seed());
+        if (outq != null && fusedOut == null) quantize(outq.packed(), outq.scales(), out, n, outq.format(), outq.seed());
+    }
+
+    /** Whether stash_norms.cu has a kernel that quantizes t (bf16 rows of cols values) into q as it reads or writes it. */
+    private boolean stashNormFused(QuantFormat f, Tensor t, Quantized q, int cols) {
+        int bits = f.bits();
+        return t.dtype() == DType.BF16 && cols % 256 == 0 && cols / 256 >= 1 && cols / 256 <= 4 && (bits == 3 || bits == 4 || bits == 8)
+                && fastQuant(f, t, q.packed());
     }
 
     @Override

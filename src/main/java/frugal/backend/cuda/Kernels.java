@@ -17,6 +17,8 @@ import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The .cu kernel sources (resources beside this class), compiled by NVRTC on first use for the device's
@@ -26,6 +28,7 @@ import java.util.Map;
  */
 final class Kernels implements AutoCloseable {
     private static final int MAX_ARGS = 32;
+    private static final Pattern INCLUDE = Pattern.compile("\\s*#include\\s+\"([\\w.]+)\"\\s*");
     /** FRUGAL_CUDA_SYNC=1: wait after every launch, so that an asynchronous fault names its kernel (debugging). */
     static final boolean SYNC_EACH_LAUNCH = "1".equals(System.getenv("FRUGAL_CUDA_SYNC"));
 
@@ -68,6 +71,21 @@ final class Kernels implements AutoCloseable {
         }
     }
 
+    /** file's source with each {@code #include "name"} line replaced by that resource's source (NVRTC has no file system here). */
+    static String withIncludes(String file) {
+        StringBuilder out = new StringBuilder("#line 1 \"" + file + "\"\n");
+        String[] lines = source(file).split("\n", -1);
+        for (int i = 0; i < lines.length; i++) {
+            Matcher m = INCLUDE.matcher(lines[i]);
+            if (m.matches()) {
+                out.append(withIncludes(m.group(1))).append("\n#line ").append(i + 2).append(" \"").append(file).append("\"\n");
+            } else {
+                out.append(lines[i]).append('\n');
+            }
+        }
+        return out.toString();
+    }
+
     /**
      * The architecture compiled for: on Hopper (9.0) its feature set sm_90a, whose warpgroup MMA (wgmma) the flash
      * forward uses; elsewhere the device's own.
@@ -78,7 +96,7 @@ final class Kernels implements AutoCloseable {
 
     /** The CUBIN of {@code file} for this device, from the disk cache or freshly compiled. */
     byte[] cubin(String file) {
-        String src = source("common.cuh") + "\n#line 1 \"" + file + "\"\n" + source(file);
+        String src = source("common.cuh") + "\n" + withIncludes(file);
         Nvrtc nvrtc = Nvrtc.get();
         String nvrtcVersion = nvrtc.version();
         String key;

@@ -2,6 +2,9 @@
 // rstd are float. Forward: one block per row. Backward: a grid of blocks over rows, each keeping its partial
 // dweight/dbias column sums in shared memory (dynamic: 2*cols floats + 32), added into the gradients once at the end.
 
+#include "quant.cuh"
+#include "norms.cuh"
+
 #define FOR_TYPES(X) X(float, f32) X(bf16, bf16)
 
 template <typename T>
@@ -290,84 +293,11 @@ __device__ void layernorm_backward_packed_k(T* dx, float* dw, float* db, const T
 #define LN_BP_ALL(T, S) LN_BP(T, S, 1) LN_BP(T, S, 2) LN_BP(T, S, 3) LN_BP(T, S, 4)
 FOR_TYPES(LN_BP_ALL)
 
-// layernorm_forward_warp with 16-byte loads, for rows of at most 32·P whole packs (cols a multiple of Pack<T>::N,
-// 16-byte aligned, weight and bias too): a warp per row, the row kept packed in registers for the mean, the variance
-// (two passes over the registers, as the other kernels compute it) and the output. With ADD, the row is x + r (the
-// residual add before the norm), written to sum as T and normalized as written, so the add costs no extra read of it.
-template <typename T, int P, bool ADD>
-__device__ void layernorm_forward_packed_k(T* out, float* mean, float* rstd, T* sum, const T* x, const T* r, const float* w,
-                                           const float* b, int rows, int cols, float eps) {
-    constexpr int N = Pack<T>::N;
-    typedef typename Raw<T>::type R;
-    int lane = threadIdx.x & 31, warps = blockDim.x >> 5, packs = cols / N;
-    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
-        i64 base = (i64) row * cols;
-        R xr[P];
-#pragma unroll
-        for (int p = 0; p < P; p++) {
-            int pk = lane + 32 * p;
-            if (pk < packs) xr[p] = reinterpret_cast<const R*>(x + base)[pk];
-        }
-        if (ADD) {
-#pragma unroll
-            for (int p = 0; p < P; p++) {
-                int pk = lane + 32 * p;
-                if (pk < packs) {
-                    float v[N], rv[N];
-                    Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
-                    Pack<T>::load(rv, r, base + pk * N);
-#pragma unroll
-                    for (int e = 0; e < N; e++) v[e] += rv[e];
-                    Pack<T>::store(reinterpret_cast<T*>(&xr[p]), 0, v);
-                    reinterpret_cast<R*>(sum + base)[pk] = xr[p];
-                }
-            }
-        }
-        float total = 0.f;
-#pragma unroll
-        for (int p = 0; p < P; p++) {
-            if (lane + 32 * p < packs) {
-                float v[N];
-                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
-#pragma unroll
-                for (int e = 0; e < N; e++) total += v[e];
-            }
-        }
-        float m = warp_sum(total) / cols, var = 0.f;
-#pragma unroll
-        for (int p = 0; p < P; p++) {
-            if (lane + 32 * p < packs) {
-                float v[N];
-                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
-#pragma unroll
-                for (int e = 0; e < N; e++) var += (v[e] - m) * (v[e] - m);
-            }
-        }
-        float rs = 1.f / sqrtf(warp_sum(var) / cols + eps);
-#pragma unroll
-        for (int p = 0; p < P; p++) {
-            int pk = lane + 32 * p;
-            if (pk < packs) {
-                float v[N], wv[N], bv[N];
-                Pack<T>::load(v, reinterpret_cast<const T*>(&xr[p]), 0);
-                load_floats<N>(wv, w + pk * N);
-                load_floats<N>(bv, b + pk * N);
-#pragma unroll
-                for (int e = 0; e < N; e++) v[e] = (v[e] - m) * rs * wv[e] + bv[e];
-                Pack<T>::store(out, base + pk * N, v);
-            }
-        }
-        if (lane == 0) {
-            mean[row] = m;
-            rstd[row] = rs;
-        }
-    }
-}
 #define LN_FP(T, S, P) extern "C" __global__ void __launch_bounds__(256) layernorm_forward_packed_##S##_##P(T* out, float* mean, \
         float* rstd, const T* x, const float* w, const float* b, int rows, int cols, float eps) { \
-    layernorm_forward_packed_k<T, P, false>(out, mean, rstd, 0, x, 0, w, b, rows, cols, eps); } \
+    layernorm_forward_packed_k<T, P, false, 0>(out, mean, rstd, 0, x, 0, w, b, rows, cols, eps, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); } \
     extern "C" __global__ void __launch_bounds__(256) add_layernorm_forward_packed_##S##_##P(T* sum, T* out, float* mean, \
         float* rstd, const T* x, const T* r, const float* w, const float* b, int rows, int cols, float eps) { \
-    layernorm_forward_packed_k<T, P, true>(out, mean, rstd, sum, x, r, w, b, rows, cols, eps); }
+    layernorm_forward_packed_k<T, P, true, 0>(out, mean, rstd, sum, x, r, w, b, rows, cols, eps, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); }
 #define LN_FP_ALL(T, S) LN_FP(T, S, 1) LN_FP(T, S, 2) LN_FP(T, S, 3) LN_FP(T, S, 4)
 FOR_TYPES(LN_FP_ALL)
