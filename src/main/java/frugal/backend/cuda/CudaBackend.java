@@ -985,8 +985,13 @@ public final class CudaBackend implements Backend {
             for (int[] kernel : PACKED_CROSS_ENTROPY) { // {packs per thread, most threads}
                 if (packs <= kernel[0] * kernel[1]) {
                     int threads = ((packs + kernel[0] - 1) / kernel[0] + 31) / 32 * 32;
-                    kernels.launch(LOSS, "cross_entropy_packed_" + kernel[0], rows, 1, 1, threads, 1, 1, 0,
-                            losses, dlogits, logits, targets, vocab, gradScale);
+                    // The widest kernel's row fills an SM's registers, so one block runs per SM: launch one per SM,
+                    // each loading its next row into shared memory (a row's bytes; the static arrays take under 1 KiB)
+                    // while it works on this one. The narrower kernels overlap rows by running several blocks per SM.
+                    boolean staged = kernel == PACKED_CROSS_ENTROPY[PACKED_CROSS_ENTROPY.length - 1]
+                            && packs * 16 + 1024 <= kernels.maxSharedOptin();
+                    kernels.launch(LOSS, "cross_entropy_packed_" + kernel[0], staged ? Math.min(rows, smCount) : rows, 1, 1,
+                            threads, 1, 1, staged ? packs * 16 : 0, losses, dlogits, logits, targets, rows, vocab, gradScale);
                     return;
                 }
             }
@@ -996,7 +1001,7 @@ public final class CudaBackend implements Backend {
     }
 
     /** loss.cu's cross_entropy_packed_P kernels: {P (16-byte packs per thread), their launch bound}. */
-    private static final int[][] PACKED_CROSS_ENTROPY = {{1, 1024}, {4, 1024}, {8, 800}};
+    private static final int[][] PACKED_CROSS_ENTROPY = {{1, 1024}, {4, 1024}, {10, 640}};
 
     // ---- quantization (quant.cu)
 
