@@ -1,6 +1,7 @@
 package frugal.backend;
 
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -232,6 +233,30 @@ public final class ProfilingBackend implements Backend {
         inner.addLayerNormForward(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps);
         stop("residual add + layernorm", t, 0, (long) rows * cols * (elem(x) + elem(r) + elem(sum) + elem(out))
                 + 2L * cols * elem(weight) + 2L * rows * elem(mean));
+    }
+
+    @Override
+    public void layerNormForwardQuantized(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                          Tensor bias, int rows, int cols, float eps, Quantized xq, Quantized outq) {
+        long t = start();
+        inner.layerNormForwardQuantized(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps, xq, outq);
+        long n = (long) rows * cols;
+        stop("layernorm + stash quantization", t, 0, n * (elem(x) + elem(out)) + (r == null ? 0 : n * (elem(r) + elem(sum)))
+                + (xq == null ? 0 : xq.format().bytes(n)) + (outq == null ? 0 : outq.format().bytes(n))
+                + 2L * cols * elem(weight) + 2L * rows * elem(mean));
+    }
+
+    @Override
+    public boolean layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Quantized x, Tensor weight, Tensor mean,
+                                     Tensor rstd, int rows, int cols) {
+        long t = start();
+        boolean done = inner.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+        if (done) {
+            long n = (long) rows * cols;
+            stop("layernorm backward, quantized x", t, 0, n * (2L * elem(dx) + elem(dout)) + x.format().bytes(n) + 5L * cols * elem(weight)
+                    + 2L * rows * elem(mean));
+        }
+        return done;
     }
 
     @Override

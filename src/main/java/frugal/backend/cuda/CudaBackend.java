@@ -720,9 +720,9 @@ public final class CudaBackend implements Backend {
     }
 
     /** Whether stash_norms.cu has a kernel that quantizes t (bf16 rows of cols values) into q as it reads or writes it. */
-    private boolean stashNormFused(QuantFormat f, Tensor t, Quantized q, int cols) {
+    boolean stashNormFused(QuantFormat f, Tensor t, Quantized q, int cols) {
         int bits = f.bits();
-        return t.dtype() == DType.BF16 && cols % 256 == 0 && cols / 256 >= 1 && cols / 256 <= 4 && (bits == 3 || bits == 4 || bits == 8)
+        return stashFusion && t.dtype() == DType.BF16 && cols % 256 == 0 && cols / 256 >= 1 && cols / 256 <= 4 && (bits == 3 || bits == 4 || bits == 8)
                 && fastQuant(f, t, q.packed());
     }
 
@@ -1017,6 +1017,13 @@ public final class CudaBackend implements Backend {
 
     void useGeneralQuantKernels(boolean on) {
         generalQuantOnly = on;
+    }
+
+    /** Whether kernels that produce or consume stashed tensors quantize and dequantize them themselves (A/B: FRUGAL_CUDA_STASH_FUSED=0). */
+    private boolean stashFusion = !"0".equals(System.getenv("FRUGAL_CUDA_STASH_FUSED"));
+
+    void fuseStashQuantization(boolean on) {
+        stashFusion = on;
     }
 
     /**

@@ -1,0 +1,174 @@
+package frugal.backend.cuda;
+
+import frugal.model.Init;
+import frugal.model.ModelConfig;
+import frugal.model.Transformer;
+import frugal.nn.Context;
+import frugal.nn.Param;
+import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
+import frugal.stash.StashPolicy;
+import frugal.tensor.DType;
+import frugal.tensor.Tensor;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+
+import static frugal.backend.cuda.CudaBf16OpsTest.toBf16;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * Kernels that quantize what the stash keeps as they write it, and dequantize it as they read it (stash_norms.cu),
+ * against the same ops unfused on the same GPU: the op, then quant.cu's kernels, which write CpuQuant's bytes. The
+ * fused forms must write the same bytes, scales and activations, bit for bit; their backward the same dx. Skipped
+ * without a GPU.
+ */
+class CudaStashFusionTest {
+    private static final long SEED = System.nanoTime();
+    private static CudaBackend gpu;
+
+    @BeforeAll
+    static void setUp() {
+        if (!CudaBackend.isAvailable()) return;
+        gpu = new CudaBackend(0, false, DType.BF16);
+        System.out.println("CUDA backend: " + gpu.name() + ", seed " + SEED);
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        assumeTrue(CudaBackend.isAvailable(), () -> "no CUDA: " + CudaBackend.unavailableReason());
+    }
+
+    @AfterAll
+    static void tearDown() {
+        if (gpu != null) gpu.close();
+    }
+
+    private static Tensor bf16(Random rng, int n, double scale) {
+        short[] h = new short[n];
+        for (int i = 0; i < n; i++) h[i] = toBf16((float) (rng.nextGaussian() * scale));
+        Tensor t = gpu.allocate(DType.BF16, n);
+        gpu.upload(t, MemorySegment.ofArray(h));
+        return t;
+    }
+
+    private static Tensor f32(Random rng, int n, double mean, double scale) {
+        float[] h = new float[n];
+        for (int i = 0; i < n; i++) h[i] = (float) (mean + rng.nextGaussian() * scale);
+        Tensor t = gpu.allocate(DType.F32, n);
+        gpu.upload(t, MemorySegment.ofArray(h));
+        return t;
+    }
+
+    static byte[] bytes(Tensor t) {
+        byte[] b = new byte[Math.toIntExact(t.byteSize())];
+        gpu.download(t, MemorySegment.ofArray(b));
+        return b;
+    }
+
+    private static Quantized target(QuantFormat f, long n, long seed) {
+        return new Quantized(gpu.allocate(DType.I8, Math.toIntExact(f.packedBytes(n))),
+                gpu.allocate(DType.I8, Math.toIntExact(f.scalesBytes(n))), f, seed);
+    }
+
+    private static final String[] FORMATS = {"bfp4", "bfp3/32/sr", "int8/64", "bfp4/256", "int4/8/sr", "bfp8/16"};
+
+    @Test
+    void layerNormForwardWritesTheBytesQuantizeWould() {
+        Random rng = new Random(SEED);
+        int rows = 301;
+        for (int cols : new int[]{256, 512, 768, 1024}) {
+            for (String name : FORMATS) {
+                for (boolean add : new boolean[]{false, true}) {
+                    QuantFormat f = QuantFormat.parse(name);
+                    String what = "cols " + cols + ", " + name + (add ? ", with the residual add" : "") + " (seed " + SEED + ")";
+                    long n = (long) rows * cols;
+                    Tensor x = bf16(rng, (int) n, 2), r = add ? bf16(rng, (int) n, 1) : null;
+                    Tensor w = f32(rng, cols, 1, 0.2), b = f32(rng, cols, 0, 0.2);
+                    Tensor sumA = gpu.allocate(DType.BF16, (int) n), outA = gpu.allocate(DType.BF16, (int) n);
+                    Tensor sumB = gpu.allocate(DType.BF16, (int) n), outB = gpu.allocate(DType.BF16, (int) n);
+                    Tensor meanA = gpu.allocate(DType.F32, rows), rstdA = gpu.allocate(DType.F32, rows);
+                    Tensor meanB = gpu.allocate(DType.F32, rows), rstdB = gpu.allocate(DType.F32, rows);
+                    long seedX = rng.nextLong(), seedOut = rng.nextLong();
+                    Quantized xqA = target(f, n, seedX), outqA = target(f, n, seedOut);
+                    Quantized xqB = target(f, n, seedX), outqB = target(f, n, seedOut);
+                    assertTrue(gpu.stashNormFused(f, outB, outqB, cols), "no fused kernel for " + what);
+
+                    gpu.fuseStashQuantization(false);
+                    gpu.layerNormForwardQuantized(sumA, outA, meanA, rstdA, x, r, w, b, rows, cols, 1e-5f, xqA, outqA);
+                    gpu.fuseStashQuantization(true);
+                    gpu.layerNormForwardQuantized(sumB, outB, meanB, rstdB, x, r, w, b, rows, cols, 1e-5f, xqB, outqB);
+
+                    assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
+                    assertArrayEquals(bytes(rstdA), bytes(rstdB), "rstd, " + what);
+                    if (add) assertArrayEquals(bytes(sumA), bytes(sumB), "sum, " + what);
+                    assertArrayEquals(bytes(xqA.packed()), bytes(xqB.packed()), "input's packed values, " + what);
+                    assertArrayEquals(bytes(xqA.scales()), bytes(xqB.scales()), "input's scales, " + what);
+                    assertArrayEquals(bytes(outqA.packed()), bytes(outqB.packed()), "output's packed values, " + what);
+                    assertArrayEquals(bytes(outqA.scales()), bytes(outqB.scales()), "output's scales, " + what);
+                    for (Tensor t : new Tensor[]{x, w, b, sumA, outA, sumB, outB, meanA, rstdA, meanB, rstdB, xqA.packed(), xqA.scales(),
+                            outqA.packed(), outqA.scales(), xqB.packed(), xqB.scales(), outqB.packed(), outqB.scales()}) {
+                        gpu.release(t);
+                    }
+                    if (r != null) gpu.release(r);
+                }
+            }
+        }
+    }
+
+    /**
+     * A GPT-2 of width 256 (so that the fused kernels run) through a 4-bit stash: the same loss and gradients with the
+     * stash's quantization fused into its producers and consumers as without (up to the order of atomic adds).
+     */
+    @Test
+    void aModelThroughTheFusedStashMatchesTheUnfusedOne() {
+        ModelConfig config = ModelConfig.gpt2(256, 128, 256, 2, 4);
+        Transformer model = new Transformer(config, gpu);
+        Init.initialize(model, gpu, 11);
+        int batch = 4, seq = 128, rows = batch * seq;
+        Random rng = new Random(SEED);
+        int[] in = new int[rows], tg = new int[rows];
+        for (int i = 0; i < rows; i++) {
+            in[i] = rng.nextInt(256);
+            tg[i] = rng.nextInt(256);
+        }
+        Tensor ids = gpu.allocate(DType.I32, rows), targets = gpu.allocate(DType.I32, rows), losses = gpu.allocate(DType.F32, rows);
+        gpu.upload(ids, MemorySegment.ofArray(in));
+        gpu.upload(targets, MemorySegment.ofArray(tg));
+        List<List<float[]>> runs = new ArrayList<>();
+        for (boolean fused : new boolean[]{false, true}) {
+            gpu.fuseStashQuantization(fused);
+            Context ctx = Context.of(gpu, StashPolicy.parse("q1 = bfp4\n", 100), 5);
+            model.params().zeroGrad();
+            ctx.stash().beginStep(1);
+            model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
+            model.backward(ctx, batch, seq);
+            List<float[]> run = new ArrayList<>();
+            run.add(CudaModelTest.read(gpu, losses));
+            for (Param p : model.params().all()) run.add(CudaModelTest.read(gpu, p.grad()));
+            runs.add(run);
+        }
+        gpu.fuseStashQuantization(true);
+        assertArrayEquals(runs.get(0).get(0), runs.get(1).get(0), "losses (seed " + SEED + ")");
+        for (int i = 1; i < runs.get(0).size(); i++) {
+            float[] a = runs.get(0).get(i), b = runs.get(1).get(i);
+            double diff = 0, norm = 0;
+            for (int j = 0; j < a.length; j++) {
+                diff += (a[j] - b[j]) * (double) (a[j] - b[j]);
+                norm += a[j] * (double) a[j];
+            }
+            assertTrue(Math.sqrt(diff) <= 1e-3 * Math.sqrt(norm) + 1e-12,
+                    "gradient " + model.params().all().get(i - 1).name() + ": relative difference " + Math.sqrt(diff / Math.max(norm, 1e-30)));
+        }
+        assertEquals(runs.get(0).size(), model.params().all().size() + 1);
+    }
+}
