@@ -735,9 +735,13 @@ public final class CudaBackend implements Backend {
         need("layerNormBackward", "dx", dx, (long) rows * cols);
         if (rows == 0) return;
         int perPack = t.equals("bf16") ? 8 : 4, lanePacks = (cols / perPack + 31) / 32;
-        if (cols % perPack == 0 && lanePacks <= 4 && aligned16(dx, dout, x, weight)) { // a warp per row, rows in registers
-            kernels.launch(NORMS, "layernorm_backward_packed_" + t + "_" + lanePacks, Math.min((rows + 7) / 8, smCount * 2), 1, 1,
-                    256, 1, 1, 2 * cols * 4, dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+        // Blocks of 16 warps (LN_BP_WARPS), each warp's dweight and dbias sums in shared memory; as many blocks an SM
+        // (two at most) as those fit in, in one wave.
+        int packedShared = 16 * 2 * 32 * lanePacks * perPack * 4;
+        if (cols % perPack == 0 && lanePacks <= 4 && packedShared <= kernels.maxSharedOptin() && aligned16(dx, dout, x, weight)) {
+            int perSm = Math.max(1, Math.min(2, (kernels.maxSharedOptin() + 1024) / (packedShared + 1024)));
+            kernels.launch(NORMS, "layernorm_backward_packed_" + t + "_" + lanePacks, Math.min((rows + 15) / 16, smCount * perSm), 1, 1,
+                    512, 1, 1, packedShared, dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
             return;
         }
         if (cols <= 4096) { // a warp per row; a block's column sums in shared memory
