@@ -754,6 +754,28 @@ public final class CudaBackend implements Backend {
                 dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
     }
 
+    /** Where stash_norms.cu has the kernel (as for {@link #layerNormForwardQuantized}); else false. */
+    @Override
+    public boolean layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Quantized x, Tensor weight, Tensor mean,
+                                     Tensor rstd, int rows, int cols) {
+        bind();
+        int packedShared = 16 * 2 * 32 * (cols / 256) * 8 * 4;
+        if (rows == 0 || !stashNormFused(x.format(), dx, x, cols) || packedShared > kernels.maxSharedOptin() || !aligned16(dx, dout, weight)) {
+            return false;
+        }
+        act("layerNormBackward", dx, dout);
+        f32("layerNormBackward", dweight, dbias, weight, mean, rstd);
+        need("layerNormBackward", "dx", dx, (long) rows * cols);
+        need("layerNormBackward", "dout", dout, (long) rows * cols);
+        QuantFormat f = x.format();
+        f.checkBuffers(x.packed(), x.scales(), (long) rows * cols);
+        int perSm = Math.max(1, Math.min(2, (kernels.maxSharedOptin() + 1024) / (packedShared + 4096)));
+        kernels.launch(STASH_NORMS, "layernorm_backward_q" + f.bits() + "_bf16_" + cols / 256, Math.min((rows + 15) / 16, smCount * perSm),
+                1, 1, 512, 1, 1, packedShared, dx, dweight, dbias, dout, weight, mean, rstd, rows, cols, x.packed(), x.scales(),
+                Integer.numberOfTrailingZeros(f.block() / 8), f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, aligned4(x.scales()));
+        return true;
+    }
+
     @Override
     public void rmsNormForward(Tensor out, Tensor rstd, Tensor x, Tensor weight, int rows, int cols, float eps) {
         bind();

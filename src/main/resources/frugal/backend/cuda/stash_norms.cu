@@ -17,3 +17,12 @@
 #define LN_FQ_ALL(BITS) LN_FQ_P(BITS, 1) LN_FQ_P(BITS, 2) LN_FQ_P(BITS, 3) LN_FQ_P(BITS, 4)
 LN_FQ_ALL(3) LN_FQ_ALL(4) LN_FQ_ALL(8)
 
+// layernorm_backward_q<BITS>_bf16_<P>: layernorm_backward_packed with x read from its quantized copy.
+#define LN_BQ(BITS, P) extern "C" __global__ void __launch_bounds__(32 * LN_BP_WARPS, P <= 3 ? 2 : 1) \
+        layernorm_backward_q##BITS##_bf16_##P(bf16* dx, float* dw, float* db, const bf16* dout, const float* w, const float* mean, \
+        const float* rstd, int rows, int cols, const unsigned char* xPacked, const unsigned char* xScales, int logLanes, int isInt, \
+        int scalesAligned) { \
+    layernorm_backward_packed_k<bf16, P, BITS>(dx, dw, db, dout, 0, w, mean, rstd, rows, cols, xPacked, xScales, logLanes, isInt, \
+            scalesAligned); }
+#define LN_BQ_ALL(BITS) LN_BQ(BITS, 1) LN_BQ(BITS, 2) LN_BQ(BITS, 3) LN_BQ(BITS, 4)
+LN_BQ_ALL(3) LN_BQ_ALL(4) LN_BQ_ALL(8)

@@ -83,7 +83,7 @@ class CudaStashFusionTest {
     private static final String[] FORMATS = {"bfp4", "bfp3/32/sr", "int8/64", "bfp4/256", "int4/8/sr", "bfp8/16"};
 
     @Test
-    void layerNormForwardWritesTheBytesQuantizeWould() {
+    void layerNormWritesAndReadsTheBytesQuantizeWould() {
         Random rng = new Random(SEED);
         int rows = 301;
         for (int cols : new int[]{256, 512, 768, 1024}) {
@@ -115,6 +115,21 @@ class CudaStashFusionTest {
                     assertArrayEquals(bytes(xqA.scales()), bytes(xqB.scales()), "input's scales, " + what);
                     assertArrayEquals(bytes(outqA.packed()), bytes(outqB.packed()), "output's packed values, " + what);
                     assertArrayEquals(bytes(outqA.scales()), bytes(outqB.scales()), "output's scales, " + what);
+
+                    // Backward from the quantized input: as from the input dequantized first.
+                    Tensor dout = bf16(rng, (int) n, 1), xd = gpu.allocate(DType.BF16, (int) n);
+                    Tensor dxA = bf16(rng, (int) n, 1), dxB = gpu.allocate(DType.BF16, (int) n);
+                    gpu.copy(dxB, dxA);
+                    Tensor dwA = f32(rng, cols, 0, 1), dbA = f32(rng, cols, 0, 1), dwB = gpu.allocate(DType.F32, cols), dbB = gpu.allocate(DType.F32, cols);
+                    gpu.copy(dwB, dwA);
+                    gpu.copy(dbB, dbA);
+                    gpu.dequantize(xd, xqA.packed(), xqA.scales(), n, f);
+                    gpu.layerNormBackward(dxA, dwA, dbA, dout, xd, w, meanA, rstdA, rows, cols);
+                    assertTrue(gpu.layerNormBackward(dxB, dwB, dbB, dout, xqB, w, meanB, rstdB, rows, cols), "no fused backward for " + what);
+                    assertArrayEquals(bytes(dxA), bytes(dxB), "backward dx, " + what);
+                    assertRelative("backward dweight, " + what, CudaModelTest.read(gpu, dwA), CudaModelTest.read(gpu, dwB), 1e-5);
+                    assertRelative("backward dbias, " + what, CudaModelTest.read(gpu, dbA), CudaModelTest.read(gpu, dbB), 1e-5);
+                    for (Tensor t : new Tensor[]{dout, xd, dxA, dxB, dwA, dbA, dwB, dbB}) gpu.release(t);
                     for (Tensor t : new Tensor[]{x, w, b, sumA, outA, sumB, outB, meanA, rstdA, meanB, rstdB, xqA.packed(), xqA.scales(),
                             outqA.packed(), outqA.scales(), xqB.packed(), xqB.scales(), outqB.packed(), outqB.scales()}) {
                         gpu.release(t);
@@ -160,15 +175,19 @@ class CudaStashFusionTest {
         gpu.fuseStashQuantization(true);
         assertArrayEquals(runs.get(0).get(0), runs.get(1).get(0), "losses (seed " + SEED + ")");
         for (int i = 1; i < runs.get(0).size(); i++) {
-            float[] a = runs.get(0).get(i), b = runs.get(1).get(i);
-            double diff = 0, norm = 0;
-            for (int j = 0; j < a.length; j++) {
-                diff += (a[j] - b[j]) * (double) (a[j] - b[j]);
-                norm += a[j] * (double) a[j];
-            }
-            assertTrue(Math.sqrt(diff) <= 1e-3 * Math.sqrt(norm) + 1e-12,
-                    "gradient " + model.params().all().get(i - 1).name() + ": relative difference " + Math.sqrt(diff / Math.max(norm, 1e-30)));
+            assertRelative("gradient " + model.params().all().get(i - 1).name() + " (seed " + SEED + ")", runs.get(0).get(i),
+                    runs.get(1).get(i), 1e-3);
         }
         assertEquals(runs.get(0).size(), model.params().all().size() + 1);
+    }
+
+    /** ‖b − a‖ ≤ tolerance·‖a‖. */
+    private static void assertRelative(String what, float[] a, float[] b, double tolerance) {
+        double diff = 0, norm = 0;
+        for (int j = 0; j < a.length; j++) {
+            diff += (a[j] - b[j]) * (double) (a[j] - b[j]);
+            norm += a[j] * (double) a[j];
+        }
+        assertTrue(Math.sqrt(diff) <= tolerance * Math.sqrt(norm), what + ": relative difference " + Math.sqrt(diff / Math.max(norm, 1e-30)));
     }
 }
