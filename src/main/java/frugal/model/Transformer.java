@@ -67,11 +67,11 @@ public final class Transformer {
         String p = "transformer.h." + l + ".";
         int d = config.dim(), h = config.hidden();
         Norm ln1 = new LayerNorm(p + "ln_1", params.add(p + "ln_1.weight", d), params.add(p + "ln_1.bias", d), config.normEps());
-        Linear qkv = new Linear(p + "attn.c_attn", params.addTransposed(p + "attn.c_attn.weight", 3 * d, d), params.add(p + "attn.c_attn.bias", 3 * d));
-        Linear proj = new Linear(p + "attn.c_proj", params.addTransposed(p + "attn.c_proj.weight", d, d), params.add(p + "attn.c_proj.bias", d));
+        Linear qkv = new Linear(p + "attn.c_attn", params.addTransposed(p + "attn.c_attn.weight", 3 * d, d), params.addBias(p + "attn.c_attn.bias", 3 * d));
+        Linear proj = new Linear(p + "attn.c_proj", params.addTransposed(p + "attn.c_proj.weight", d, d), params.addBias(p + "attn.c_proj.bias", d));
         Norm ln2 = new LayerNorm(p + "ln_2", params.add(p + "ln_2.weight", d), params.add(p + "ln_2.bias", d), config.normEps());
-        Linear fc = new Linear(p + "mlp.c_fc", params.addTransposed(p + "mlp.c_fc.weight", h, d), params.add(p + "mlp.c_fc.bias", h));
-        Linear fcProj = new Linear(p + "mlp.c_proj", params.addTransposed(p + "mlp.c_proj.weight", d, h), params.add(p + "mlp.c_proj.bias", d));
+        Linear fc = new Linear(p + "mlp.c_fc", params.addTransposed(p + "mlp.c_fc.weight", h, d), params.addBias(p + "mlp.c_fc.bias", h));
+        Linear fcProj = new Linear(p + "mlp.c_proj", params.addTransposed(p + "mlp.c_proj.weight", d, h), params.addBias(p + "mlp.c_proj.bias", d));
         CausalSelfAttention attn = new CausalSelfAttention(p + "attn", qkv, proj, config.heads(), config.kvHeads(), config.headDim(), 0);
         return new Block("h" + l, ln1, attn, ln2, new GeluMlp(p + "mlp", fc, fcProj), d);
     }

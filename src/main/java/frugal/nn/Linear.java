@@ -51,7 +51,7 @@ public final class Linear {
         Stash s = ctx.stash();
         s.save(name + ".in", StashKind.LINEAR_INPUT, x);
         Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
-        Tensor b = bias == null ? null : bias.value();
+        Tensor b = bias == null ? null : bias.compute();
         if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
         else ctx.ops().linearGeluForward(y, pre, xq, wq, b, rows, out, in);
         s.ledger().gemm((double) rows * out * in, x.size(), s.bits(QuantPoint.Q0), wq.size(), s.bits(QuantPoint.Q0));

@@ -21,24 +21,32 @@ public final class Params {
 
     /** A parameter stored in Hugging Face files under its own name, as-is; decayed when 2-D or more. */
     public Param add(String hfName, int... shape) {
-        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), false, shape);
+        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), false, shape.length >= 2, shape);
     }
 
     /** A parameter stored as GPT-2's Conv1D: transposed, [in, out]. */
     public Param addTransposed(String hfName, int... shape) {
-        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), true, shape);
+        return add(hfName, List.of(new Param.HfPart(hfName, shape[0])), true, shape.length >= 2, shape);
     }
 
     /** A parameter fused from several Hugging Face tensors stacked along rows. */
     public Param addFused(String name, List<Param.HfPart> parts, int... shape) {
-        return add(name, parts, false, shape);
+        return add(name, parts, false, shape.length >= 2, shape);
     }
 
-    private Param add(String name, List<Param.HfPart> parts, boolean hfTransposed, int... shape) {
+    /**
+     * A linear layer's bias [n]: with a compute copy like the weights, since the product's epilogue adds the bias in
+     * the output's type (kept by the optimizer as it updates the bias, instead of rounded at every forward).
+     */
+    public Param addBias(String hfName, int n) {
+        return add(hfName, List.of(new Param.HfPart(hfName, n)), false, true, n);
+    }
+
+    private Param add(String name, List<Param.HfPart> parts, boolean hfTransposed, boolean computeCopy, int... shape) {
         Tensor value = backend.allocate(DType.F32, shape);
         Tensor grad = backend.allocate(DType.F32, shape);
         DType computeType = backend.activationType();
-        Tensor compute = shape.length >= 2 && computeType != DType.F32 ? backend.allocate(computeType, shape) : value;
+        Tensor compute = computeCopy && computeType != DType.F32 ? backend.allocate(computeType, shape) : value;
         Param p = new Param(name, value, grad, shape.length >= 2, List.copyOf(parts), hfTransposed, compute);
         all.add(p);
         grads.add(grad);

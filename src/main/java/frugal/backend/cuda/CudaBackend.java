@@ -30,13 +30,14 @@ public final class CudaBackend implements Backend {
             ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu", STASH_NORMS = "stash_norms.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
-     * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_BGRAD_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1
-     * by default): 0 does that cuBLASLt epilogue's work (bias add, GELU, bias gradient, GELU backward) in separate
-     * kernels instead, to time what it saves.
+     * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1 by default): 0 does that
+     * cuBLASLt epilogue's work (bias add, GELU, GELU backward) in separate kernels instead, to time what it saves.
+     * FRUGAL_CUDA_BGRAD_EPILOGUE (0 by default; 1 turns it on): cuBLASLt does the BGRADB bias gradient in a reduction
+     * kernel of its own after the product, plus our add into the accumulating gradient, which took longer than the
+     * bias_backward kernel alone (H100, 2026-11-23: 32.55 ms a GPT-2 step with it, 32.20 without).
      */
     private static final boolean BIAS_EPILOGUE = epilogueOn("FRUGAL_CUDA_BIAS_EPILOGUE"),
-            GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), BGRAD_EPILOGUE = epilogueOn("FRUGAL_CUDA_BGRAD_EPILOGUE"),
-            DGELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_DGELU_EPILOGUE");
+            GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), DGELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_DGELU_EPILOGUE");
     private static volatile Boolean available;
     private static volatile String unavailableReason = "not checked";
 
@@ -495,15 +496,23 @@ public final class CudaBackend implements Backend {
     public void linearForward(Tensor out, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         bind();
         if (!BIAS_EPILOGUE || !linearEpilogue("linearForward", out, null, a, b, bias, m, n, k)) {
-            Backend.super.linearForward(out, a, b, bias, m, n, k);
+            Backend.super.linearForward(out, a, b, f32Bias(bias), m, n, k);
         }
+    }
+
+    /** bias as addBias takes it: F32, a compute copy converted into the scratch buffer. */
+    private Tensor f32Bias(Tensor bias) {
+        if (bias == null || bias.dtype() == DType.F32) return bias;
+        Tensor f = new Tensor(scratchTensor(4L * bias.size()).data(), DType.F32, (int) bias.size());
+        convert(f, bias, bias.size());
+        return f;
     }
 
     @Override
     public void linearGeluForward(Tensor act, Tensor pre, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         bind();
         if (!GELU_EPILOGUE || !linearEpilogue("linearGeluForward", act, pre, a, b, bias, m, n, k)) {
-            Backend.super.linearGeluForward(act, pre, a, b, bias, m, n, k);
+            Backend.super.linearGeluForward(act, pre, a, b, f32Bias(bias), m, n, k);
         }
     }
 
@@ -519,14 +528,16 @@ public final class CudaBackend implements Backend {
         if (pre != null && (out.dtype() != DType.BF16 || pre.dtype() != DType.BF16 || n % 8 != 0)) return false;
         int abType = cudaType(a.dtype()), cType = cudaType(out.dtype()), compute = computeType(abType);
         if (abType == CublasLt.CUDA_R_32F && cType != CublasLt.CUDA_R_32F) return false;
-        f32(op, bias);
+        if (bias.dtype() != DType.F32 && bias.dtype() != out.dtype()) {
+            throw new FrugalException(op + ": bias must be F32 or of the output's type " + out.dtype() + ", got " + bias);
+        }
         need(op, "a", a, (long) m * k);
         need(op, "b", b, (long) k * n);
         need(op, "out", out, (long) m * n);
         need(op, "bias", bias, n);
         if (pre != null) need(op, "pre", pre, (long) m * n);
-        // the epilogue adds a bias of out's type: for a bf16 out the fp32 bias is rounded to bf16 first
-        Tensor epilogueBias = out.dtype() == DType.F32 ? bias : new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
+        // the epilogue adds a bias of out's type: for a bf16 out an fp32 bias is rounded to bf16 first (a compute copy is already)
+        Tensor epilogueBias = bias.dtype() == out.dtype() ? bias : new Tensor(scratchTensor(2L * n).data(), out.dtype(), n);
         CublasLt.Epilogue epilogue = pre == null ? CublasLt.Epilogue.BIAS : CublasLt.Epilogue.GELU_AUX_BIAS;
         long o = out.data().address(), x = a.data().address(), w = b.data().address(), bb = epilogueBias.data().address();
         long aux = pre == null ? 0 : pre.data().address();
@@ -535,10 +546,16 @@ public final class CudaBackend implements Backend {
         return blas.matmul(o, x, w, epilogue, bb, aux, m, n, k, false, true, false, abType, cType, compute, !capturing);
     }
 
+    private boolean bgradEpilogue = "1".equals(System.getenv("FRUGAL_CUDA_BGRAD_EPILOGUE"));
+
+    void useBgradEpilogue(boolean on) {
+        bgradEpilogue = on;
+    }
+
     @Override
     public void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
         bind();
-        if (!BGRAD_EPILOGUE || !weightBackwardEpilogue(dweight, dbias, dout, a, m, n, k)) {
+        if (!bgradEpilogue || !weightBackwardEpilogue(dweight, dbias, dout, a, m, n, k)) {
             Backend.super.linearWeightBackward(dweight, dbias, dout, a, m, n, k);
         }
     }
