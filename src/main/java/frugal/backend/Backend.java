@@ -171,6 +171,15 @@ public interface Backend extends AutoCloseable {
     /** GELU, tanh approximation (GPT-2's gelu_new). */
     void geluForward(Tensor out, Tensor x, long n);
 
+    /**
+     * For backward, GELU's input and output recomputed from the stash's quantized copy of the input: pre = the values
+     * {@link #dequantize} writes, act = GELU(pre) as {@link #geluForward} computes it (one pass where the backend can).
+     */
+    default void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
+        dequantize(pre, preq.packed(), preq.scales(), n, preq.format());
+        geluForward(act, pre, n);
+    }
+
     /** dx = dout * gelu'(x) (overwrites dx; dx may alias dout). */
     void geluBackward(Tensor dx, Tensor dout, Tensor x, long n);
 

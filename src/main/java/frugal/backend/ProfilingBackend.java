@@ -394,6 +394,13 @@ public final class ProfilingBackend implements Backend {
     }
 
     @Override
+    public void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
+        long t = start();
+        inner.geluRecompute(act, pre, preq, n);
+        stop("gelu recomputed from the stash", t, 0, n * (elem(act) + elem(pre)) + preq.format().bytes(n));
+    }
+
+    @Override
     public void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat format, long seed) {
         long t = start();
         inner.quantize(packed, scales, src, n, format, seed);

@@ -1,11 +1,14 @@
 package frugal.nn;
 
+import frugal.quant.Quantized;
 import frugal.stash.StashKind;
 import frugal.tensor.Tensor;
 
 /**
  * fc → GELU(tanh) → proj; fc and GELU in one product where the backend can, and in backward proj's input gradient and
- * GELU's. Stashes the pre-activation (GELU's input).
+ * GELU's. Stashes the pre-activation (GELU's input) and GELU's output (proj's input). Where the stash quantizes both,
+ * GELU's output is not stashed but recomputed from the pre-activation in backward (one pass that also writes the
+ * dequantized pre-activation): it is a function of the pre-activation, whose quantized copy carries what it would.
  */
 public final class GeluMlp implements Mlp {
     private final String name;
@@ -20,19 +23,31 @@ public final class GeluMlp implements Mlp {
 
     @Override
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
-        int hidden = fc.out();
-        Tensor pre = ctx.stashed(name + ".fc", "mlp.fc", new int[]{rows, hidden}, StashKind.ACTIVATION_INPUT);
-        Tensor act = ctx.stashed(name + ".gelu", "mlp.gelu", new int[]{rows, hidden}, StashKind.LINEAR_INPUT);
+        int[] shape = {rows, fc.out()};
+        Tensor pre = ctx.stashed(name + ".fc", "mlp.fc", shape, StashKind.ACTIVATION_INPUT);
+        boolean recompute = ctx.stash().policy().format(StashKind.ACTIVATION_INPUT) != null
+                && ctx.stash().policy().format(StashKind.LINEAR_INPUT) != null;
+        Tensor act = recompute ? ctx.buffers().get("mlp.gelu.recomputed", shape)
+                : ctx.stashed(name + ".gelu", "mlp.gelu", shape, StashKind.LINEAR_INPUT);
         fc.forwardGelu(ctx, act, pre, x, rows);
         ctx.stash().save(name + ".fc", StashKind.ACTIVATION_INPUT, pre);
-        proj.forward(ctx, y, act, rows);
+        if (recompute) proj.forwardRecomputable(ctx, y, act, rows);
+        else proj.forward(ctx, y, act, rows);
     }
 
     @Override
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
         int hidden = fc.out();
         Tensor dpre = ctx.buffers().get("grad.mlp", rows, hidden);
-        proj.backwardThroughGelu(ctx, dpre, dy, ctx.stash().load(name + ".fc"), rows);
+        Quantized preq = ctx.stash().quantized(name + ".fc");
+        if (preq == null) {
+            proj.backwardThroughGelu(ctx, dpre, dy, ctx.stash().load(name + ".fc"), rows);
+        } else {
+            Tensor act = ctx.buffers().get("mlp.gelu.recomputed", rows, hidden), pre = ctx.buffers().get("mlp.fc.recomputed", rows, hidden);
+            ctx.stash().readByConsumer(name + ".fc");
+            ctx.ops().geluRecompute(act, pre, preq, (long) rows * hidden);
+            proj.backwardThroughGelu(ctx, dpre, dy, pre, act, rows);
+        }
         fc.backward(ctx, dx, dpre, rows);
     }
 }

@@ -35,7 +35,7 @@ public final class Linear {
 
     /** y[rows, out] = x[rows, in]·Wᵀ + b; stashes x (DSQ's q1), with x and W as the GEMM reads them at q0. */
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
-        forward(ctx, y, null, x, rows);
+        forward(ctx, y, null, x, rows, true);
     }
 
     /**
@@ -43,13 +43,21 @@ public final class Linear {
      * a pass over pre); stashes and quantizes as {@link #forward(Context, Tensor, Tensor, int)}.
      */
     public void forwardGelu(Context ctx, Tensor act, Tensor pre, Tensor x, int rows) {
-        forward(ctx, act, pre, x, rows);
+        forward(ctx, act, pre, x, rows, true);
     }
 
-    /** y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre). */
-    private void forward(Context ctx, Tensor y, Tensor pre, Tensor x, int rows) {
+    /**
+     * forward without stashing x: its caller recomputes x for backward and hands it to {@link #backwardThroughGelu}
+     * (GeluMlp's proj, whose input GELU(pre) comes back from the stashed pre).
+     */
+    public void forwardRecomputable(Context ctx, Tensor y, Tensor x, int rows) {
+        forward(ctx, y, null, x, rows, false);
+    }
+
+    /** y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre); x stashed where stashInput. */
+    private void forward(Context ctx, Tensor y, Tensor pre, Tensor x, int rows, boolean stashInput) {
         Stash s = ctx.stash();
-        s.save(name + ".in", StashKind.LINEAR_INPUT, x);
+        if (stashInput) s.save(name + ".in", StashKind.LINEAR_INPUT, x);
         Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
         Tensor b = bias == null ? null : bias.compute();
         if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
@@ -67,7 +75,7 @@ public final class Linear {
      * the dW product (which may sum its operand as it reads it) only when q2 leaves dy as it is: db is Σ dy, not Σ dyq.
      */
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
-        backward(ctx, dx, dy, null, rows);
+        backward(ctx, dx, dy, null, null, rows);
     }
 
     /**
@@ -76,17 +84,23 @@ public final class Linear {
      * spares a pass over dpre), with the same operands, quantization points and ledger entries as backward.
      */
     public void backwardThroughGelu(Context ctx, Tensor dpre, Tensor dy, Tensor pre, int rows) {
-        backward(ctx, dpre, dy, pre, rows);
+        backward(ctx, dpre, dy, pre, null, rows);
     }
 
-    /** dx = dy·W, or with pre non-null, dx = (dy·W) ⊙ gelu'(pre); and the parameter gradients. */
-    private void backward(Context ctx, Tensor dx, Tensor dy, Tensor pre, int rows) {
+    /** backwardThroughGelu of a layer that ran {@link #forwardRecomputable}, with its input x recomputed. */
+    public void backwardThroughGelu(Context ctx, Tensor dpre, Tensor dy, Tensor pre, Tensor x, int rows) {
+        backward(ctx, dpre, dy, pre, x, rows);
+    }
+
+    /** dx = dy·W, or with pre non-null, dx = (dy·W) ⊙ gelu'(pre); and the parameter gradients. recomputed: x, else from the stash. */
+    private void backward(Context ctx, Tensor dx, Tensor dy, Tensor pre, Tensor recomputed, int rows) {
         Stash s = ctx.stash();
-        Tensor x = s.load(name + ".in");
+        Tensor x = recomputed != null ? recomputed : s.load(name + ".in");
+        double xBits = recomputed != null ? 16 : s.bits(name + ".in");
         Tensor dyq = s.gemmOperand(QuantPoint.Q2, "a", dy);
         Tensor db = bias == null ? null : bias.grad();
         ctx.ops().linearWeightBackward(weight.grad(), dyq == dy ? db : null, dyq, x, rows, out, in);
-        s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), x.size(), s.bits(name + ".in"));
+        s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), x.size(), xBits);
         if (db != null && dyq != dy) ctx.ops().biasBackward(db, dy, rows, out);
         if (dx != null) {
             Tensor wq = s.gemmOperand(QuantPoint.Q3, "b", weight.compute());

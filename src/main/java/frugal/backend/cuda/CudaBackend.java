@@ -27,7 +27,8 @@ import java.util.Map;
  */
 public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
-            ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu", STASH_NORMS = "stash_norms.cu";
+            ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu", STASH_NORMS = "stash_norms.cu",
+            STASH_GELU = "stash_gelu.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
      * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1 by default): 0 does that
@@ -822,6 +823,25 @@ public final class CudaBackend implements Backend {
         bind();
         String t = act("geluForward", out, x);
         elementwise(ELEMENTWISE, "gelu_forward_" + t, n, out, x, n, aligned16(out, x) ? 1 : 0);
+    }
+
+    /** One pass (stash_gelu.cu, the fast dequantize kernels' loop) for bf16 in their formats ({@link #fastQuant}), n a multiple of 8. */
+    @Override
+    public void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
+        bind();
+        QuantFormat f = preq.format();
+        if (!stashFusion || n == 0 || n % 8 != 0 || act.dtype() != DType.BF16 || pre.dtype() != DType.BF16 || !aligned16(act)
+                || !fastQuant(f, pre, preq.packed())) {
+            Backend.super.geluRecompute(act, pre, preq, n);
+            return;
+        }
+        need("geluRecompute", "act", act, n);
+        need("geluRecompute", "pre", pre, n);
+        f.checkBuffers(preq.packed(), preq.scales(), n);
+        long groups = f.blocks(n) * (f.block() / 8);
+        kernels.launch(STASH_GELU, "gelu_recompute_q" + f.bits() + "_bf16", fastQuantGrid(groups), 1, 1, QUANT_FAST_THREADS, 1, 1, 0, act, pre,
+                preq.packed(), preq.scales(), n, groups, Integer.numberOfTrailingZeros(f.block() / 8),
+                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, aligned4(preq.scales()));
     }
 
     @Override

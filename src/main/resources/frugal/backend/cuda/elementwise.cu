@@ -26,17 +26,7 @@ __device__ void add_k(T* out, const T* a, const T* b, i64 n, int vec) {
 #define ADD(T, S) extern "C" __global__ void add_##S(T* out, const T* a, const T* b, i64 n, int vec) { add_k<T>(out, a, b, n, vec); }
 FOR_TYPES(ADD)
 
-#define GELU_SCALE 0.7978845608028654f
-#define GELU_CUBE 0.044715f
-
-__device__ __forceinline__ float gelu(float v) {
-    return 0.5f * v * (1.f + tanhf(GELU_SCALE * (v + GELU_CUBE * v * v * v)));
-}
-
-__device__ __forceinline__ float gelu_grad(float v) {
-    float t = tanhf(GELU_SCALE * (v + GELU_CUBE * v * v * v));
-    return 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * GELU_SCALE * (1.f + 3.f * GELU_CUBE * v * v);
-}
+#include "gelu.cuh"
 
 template <typename T>
 __device__ void gelu_forward_k(T* out, const T* x, i64 n, int vec) {

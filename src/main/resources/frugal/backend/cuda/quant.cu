@@ -161,37 +161,14 @@ __device__ void quantize_fast_k(unsigned char* packed, unsigned char* scales, co
 template <typename T, int BITS>
 __device__ void dequantize_fast_k(T* y, const unsigned char* packed, const unsigned char* scales, i64 n, i64 groups,
                                   int logLanes, int isInt, int scalesAligned) {
-    __shared__ unsigned stage[FAST_THREADS / 32][8 * 7 + 2];
-    const int lane = threadIdx.x & 31;
-    unsigned* staged = stage[threadIdx.x >> 5];
-    if constexpr (!DIRECT_WORDS(BITS)) {
-        if (lane < 2) staged[8 * BITS + lane] = 0;
-    }
-    const i64 chunks = (groups + 31) >> 5;
-    const i64 warp = ((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = ((i64) gridDim.x * blockDim.x) >> 5;
-    for (i64 c0 = warp * FAST_CHUNKS; c0 < chunks; c0 += warps * FAST_CHUNKS) {
-        ChunkWords<BITS> words[FAST_CHUNKS];
-        float s[FAST_CHUNKS];
+    for_each_dequantized_group<BITS>(packed, scales, n, groups, logLanes, isInt, scalesAligned, [&](i64 j0, const float* v) {
+        if (j0 + 8 <= n) {
 #pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) {
-            const i64 t = (c0 + u) * 32 + lane;
-            words[u] = load_chunk<BITS>(packed, c0 + u, groups);
-            s[u] = t < groups ? stored_scale(scales, t >> logLanes, isInt, scalesAligned) : 0.f;
+            for (int k = 0; k < 8; k += Pack<T>::N) Pack<T>::store(y, j0 + k, v + k);
+        } else {
+            for (int k = 0; j0 + k < n; k++) st(y, j0 + k, v[k]);
         }
-#pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) {
-            float v[8];
-            dequantize_group<BITS>(v, words[u], s[u], staged);
-            const i64 j0 = 8 * ((c0 + u) * 32 + lane);
-            if (j0 >= n) continue;
-            if (j0 + 8 <= n) {
-#pragma unroll
-                for (int k = 0; k < 8; k += Pack<T>::N) Pack<T>::store(y, j0 + k, v + k);
-            } else {
-                for (int k = 0; j0 + k < n; k++) st(y, j0 + k, v[k]);
-            }
-        }
-    }
+    });
 }
 #define DEQUANTIZE_FAST(T, S, BITS)                                                                                 \
     extern "C" __global__ void __launch_bounds__(FAST_THREADS)                                                      \

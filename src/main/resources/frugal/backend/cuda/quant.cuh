@@ -322,3 +322,36 @@ __device__ __forceinline__ void dequantize_group(float* v, const ChunkWords<BITS
 #pragma unroll
     for (int k = 0; k < 8; k++) v[k] = field_value<BITS>(acc, k, s);
 }
+
+// The grid-stride loop of the fast dequantizing kernels (FAST_THREADS a block): each lane's group of 8 values, at
+// element j0 < n (the padding of the last block skipped), dequantized and handed to use(j0, v). A warp loads
+// FAST_CHUNKS chunks before unpacking the first, so that enough loads are in flight.
+template <int BITS, typename Use>
+__device__ __forceinline__ void for_each_dequantized_group(const unsigned char* packed, const unsigned char* scales, i64 n,
+                                                           i64 groups, int logLanes, int isInt, int scalesAligned, Use use) {
+    __shared__ unsigned stage[FAST_THREADS / 32][8 * 7 + 2];
+    const int lane = threadIdx.x & 31;
+    unsigned* staged = stage[threadIdx.x >> 5];
+    if constexpr (!DIRECT_WORDS(BITS)) {
+        if (lane < 2) staged[8 * BITS + lane] = 0;
+    }
+    const i64 chunks = (groups + 31) >> 5;
+    const i64 warp = ((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = ((i64) gridDim.x * blockDim.x) >> 5;
+    for (i64 c0 = warp * FAST_CHUNKS; c0 < chunks; c0 += warps * FAST_CHUNKS) {
+        ChunkWords<BITS> words[FAST_CHUNKS];
+        float s[FAST_CHUNKS];
+#pragma unroll
+        for (int u = 0; u < FAST_CHUNKS; u++) {
+            const i64 t = (c0 + u) * 32 + lane;
+            words[u] = load_chunk<BITS>(packed, c0 + u, groups);
+            s[u] = t < groups ? stored_scale(scales, t >> logLanes, isInt, scalesAligned) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < FAST_CHUNKS; u++) {
+            float v[8];
+            dequantize_group<BITS>(v, words[u], s[u], staged);
+            const i64 j0 = 8 * ((c0 + u) * 32 + lane);
+            if (j0 < n) use(j0, v);
+        }
+    }
+}

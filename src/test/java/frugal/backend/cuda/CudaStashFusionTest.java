@@ -140,6 +140,28 @@ class CudaStashFusionTest {
         }
     }
 
+    @Test
+    void geluRecomputeWritesWhatDequantizeAndGeluWould() {
+        Random rng = new Random(SEED);
+        for (String name : new String[]{"bfp4", "bfp3/32/sr", "int8/64", "bfp2/256", "int5/16", "bfp4/8"}) {
+            QuantFormat f = QuantFormat.parse(name);
+            int n = 8 * (1 + rng.nextInt(40000)); // whole groups, most often not whole blocks
+            String what = name + ", n " + n + " (seed " + SEED + ")";
+            Tensor x = bf16(rng, n, 3);
+            Quantized q = target(f, n, rng.nextLong());
+            gpu.quantize(q.packed(), q.scales(), x, n, f, q.seed());
+            Tensor preA = gpu.allocate(DType.BF16, n), actA = gpu.allocate(DType.BF16, n);
+            Tensor preB = gpu.allocate(DType.BF16, n), actB = gpu.allocate(DType.BF16, n);
+            gpu.fuseStashQuantization(false);
+            gpu.geluRecompute(actA, preA, q, n);
+            gpu.fuseStashQuantization(true);
+            gpu.geluRecompute(actB, preB, q, n);
+            assertArrayEquals(bytes(preA), bytes(preB), "pre, " + what);
+            assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+            for (Tensor t : new Tensor[]{x, q.packed(), q.scales(), preA, actA, preB, actB}) gpu.release(t);
+        }
+    }
+
     /**
      * A GPT-2 of width 256 (so that the fused kernels run) through a 4-bit stash: the same loss and gradients with the
      * stash's quantization fused into its producers and consumers as without (up to the order of atomic adds).
