@@ -162,14 +162,15 @@ public final class DsqExperiment {
     static String table(List<Summary> summaries) {
         Summary keep = summaries.get(0);
         StringBuilder t = new StringBuilder("""
-                | stash | final val loss | vs keep | stash bytes/token (mean over run) | at the end | bf16 stash bytes/token | × smaller than bf16 (mean) | peak stash | traffic × less than 16-bit | bit-weighted ops × less than 16-bit | median step | peak device memory |
-                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+                | stash | final val loss | vs keep | stash bytes/token (mean over run) | at the end | bf16 stash bytes/token | × smaller than bf16 (mean) | × smaller than keep's stash (mean) | peak stash | traffic × less than 16-bit | bit-weighted ops × less than 16-bit | median step | peak device memory |
+                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
                 """);
         for (Summary s : summaries) {
             if (s.seed() != keep.seed()) break;
-            t.append(String.format("| %s | %.4f | %+.2f%% | %.0f | %.0f | %.0f | %.2f× | %.2f MiB | %.2f× | %.2f× | %.1f ms | %s |%n", s.setting(),
+            t.append(String.format("| %s | %.4f | %+.2f%% | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.2f MiB | %.2f× | %.2f× | %.1f ms | %s |%n", s.setting(),
                     s.finalValLoss(), 100 * (s.finalValLoss() / keep.finalValLoss() - 1), s.meanStashBytesPerToken(),
                     s.finalStashBytesPerToken(), s.bf16BytesPerToken(), s.bf16BytesPerToken() / s.meanStashBytesPerToken(),
+                    keep.meanStashBytesPerToken() / s.meanStashBytesPerToken(),
                     s.peakStashBytes() / 1048576.0, s.trafficRatio(), s.bitOpsRatio(), s.medianStepMs(),
                     s.peakMemoryBytes() < 0 ? "" : String.format("%.2f GiB", s.peakMemoryBytes() / 1073741824.0)));
         }
