@@ -157,18 +157,19 @@ __device__ __forceinline__ void mask_scores(float (*s)[4], int n0, int c, int ro
     }
 }
 
-// One key tile of the online softmax: masks the scores s of this lane's rows A and B (only on the diagonal tile or past
-// T), raises the running maxima m (exp2 units), turns s into unnormalized probabilities, adds them to the sums l and
-// rescales the output accumulator o by how much the maxima rose.
-template <int D>
-__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n0, int q0, int c, int rowA, int rowB, int T,
-                                             float sl2, float& mA, float& mB, float& lA, float& lB) {
+// One key tile of the online softmax, up to the rescaling of the output: masks the scores s of this lane's rows A and B
+// (only on the diagonal tile or past T), raises the running maxima m (exp2 units), turns s into unnormalized
+// probabilities and adds them to the sums l. cA, cB: the factors by which the output accumulator must be rescaled (the
+// caller does so once no product into it is in flight).
+__device__ __forceinline__ void softmax_probs(float (*s)[4], int n0, int q0, int c, int rowA, int rowB, int T, float sl2,
+                                              float& mA, float& mB, float& lA, float& lB, float& cA, float& cB) {
     float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
     if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
     else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
     float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
     float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
-    float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
+    cA = exp2_ftz(mA - uA);
+    cB = exp2_ftz(mB - uB);
     lA *= cA;
     lB *= cB;
 #pragma unroll
@@ -182,6 +183,13 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n
             lB += pb;
         }
     }
+    mA = nA;
+    mB = nB;
+}
+
+// o[16 × D] (accumulator layout) rows A and B times cA and cB.
+template <int D>
+__device__ __forceinline__ void rescale_rows(float (*o)[4], float cA, float cB) {
 #pragma unroll
     for (int dt = 0; dt < D / 8; dt++) {
         o[dt][0] *= cA;
@@ -189,8 +197,15 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n
         o[dt][2] *= cB;
         o[dt][3] *= cB;
     }
-    mA = nA;
-    mB = nB;
+}
+
+// One key tile of the online softmax (softmax_probs), with the output accumulator o rescaled at once.
+template <int D>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n0, int q0, int c, int rowA, int rowB, int T,
+                                             float sl2, float& mA, float& mB, float& lA, float& lB) {
+    float cA, cB;
+    softmax_probs(s, n0, q0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+    rescale_rows<D>(o, cA, cB);
 }
 
 // Rows A and B of the normalized output into out, and their log-sum-exp (natural log) into lse.
@@ -841,6 +856,145 @@ __device__ void flash_backward_wgmma(bf16* dqkv, float* dqAcc, const bf16* dout,
 extern "C" __global__ void __launch_bounds__(128) flash_backward_wgmma_64(bf16* dqkv, float* dqAcc, const bf16* dout,
         const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {
     flash_backward_wgmma(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);
+}
+
+// ---- Hopper, two warpgroups per block (flash-attention 3's scheme, without a producer warpgroup): the two consumer
+// warpgroups share the K/V (forward) or Q/dO (backward) tiles of a 4-stage cp.async ring, with one block-wide barrier
+// per tile, and each overlaps its softmax with its own tensor-core work in flight (wgmma.wait_group 1).
+
+#define WG_STAGES 4
+
+// This thread's warpgroup (0 or 1), computed so that the compiler sees it is uniform over the warp.
+__device__ __forceinline__ int warpgroup_index() {
+    return __shfl_sync(FULL_MASK, (int) threadIdx.x >> 7, 0);
+}
+
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory");
+}
+
+// d[64 × 64] = A[64 × 16] · B[16 × 64], both K-major in shared memory; d is written, not read (no zeroing needed).
+__device__ __forceinline__ void wgmma_ss_first(float (*d)[4], unsigned long long a, unsigned long long b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
+                 : "l"(a), "l"(b), "r"(0));
+}
+
+// s = A · Bᵀ over 64 columns (A, B swizzled [64][64] tiles, K-major), issued; complete after wgmma.wait_group.
+__device__ __forceinline__ void wgmma_abt_async(float (*s)[4], const bf16* As, const bf16* Bs) {
+    wgmma_ss_first(s, wg_desc(As), wg_desc(Bs));
+#pragma unroll
+    for (int kk = 1; kk < 4; kk++) wgmma_ss<0, 0>(s, wg_desc(As + kk * 16), wg_desc(Bs + kk * 16), 1);
+}
+
+// p [64 rows × 64] in accumulator layout as bf16 A fragments, one [4] per 16 columns.
+__device__ __forceinline__ void pack_a(unsigned (*a)[4], const float (*p)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        a[kk][0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+        a[kk][1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        a[kk][2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[kk][3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    }
+}
+
+// d += A · B over 64: A packed fragments (pack_a), B a swizzled [64][64] tile read N-major; issued, not waited for.
+__device__ __forceinline__ void wgmma_pb_async(float (*d)[4], const unsigned (*a)[4], const bf16* Bs) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rs(d, a[kk], wg_desc(Bs + kk * 16 * 64));
+}
+
+// Forward: a block of 256 threads owns 128 query rows (warpgroup w rows q0 + 64w ...) and streams the key tiles both
+// need through the ring (a tile's K and V per stage, loaded two tiles ahead; a stage is refilled only after the
+// block's barrier for the tile after next, by which time every product reading it has completed). Warpgroup 0 needs
+// one key tile fewer than warpgroup 1 on the diagonal and only joins the barrier there. Per key tile j a warpgroup
+// issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1}, waits for S_j alone and computes P_j while the P·V product runs, then
+// waits for that and rescales O: the exponentials overlap the tensor cores.
+__device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64, TILE = BM * D;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Qb = reinterpret_cast<bf16*>(smwg + pad); // the two warpgroups' Q tiles
+    bf16* ring = Qb + 2 * TILE;                     // stage i: K at ring + 2i·TILE, V after it
+    int wg = warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * 2 * BM, h = blockIdx.y, b = blockIdx.z;
+    int r0 = q0 + wg * BM; // this warpgroup's first row
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    int kvh = h / (H / KVH);
+    i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    int N = (min(T, q0 + 2 * BM) + BM - 1) / BM;         // key tiles of the block
+    int n = r0 < T ? (min(T, r0 + BM) + BM - 1) / BM : 0; // key tiles of this warpgroup (none if its rows are past T)
+    auto load_kv = [&](int j) { // tile j (if there is one) into its stage, as one cp.async group
+        if (j < N) {
+            bf16* st = ring + (j & (WG_STAGES - 1)) * 2 * TILE;
+            load_tile_swizzled(st, base, rowW, kOff, j * BM, T);
+            load_tile_swizzled(st + TILE, base, rowW, vOff, j * BM, T);
+        }
+        cp_async_commit();
+    };
+    auto barrier = [&](int j) { // tile j has landed for the whole block; then tile j + 2 is requested
+        cp_async_wait<1>();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async wrote what the tensor cores read
+        __syncthreads();
+        load_kv(j + 2);
+    };
+    load_tile_swizzled(Qb, base, rowW, qOff, q0, T);
+    load_tile_swizzled(Qb + TILE, base, rowW, qOff, q0 + BM, T);
+    load_kv(0);
+    load_kv(1);
+    const bf16* Qs = Qb + wg * TILE;
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float mA = -FRUGAL_INF, mB = -FRUGAL_INF, lA = 0.f, lB = 0.f, cA, cB;
+    const float sl2 = scale * LOG2E;
+    int rowA = r0 + warp * 16 + g, rowB = rowA + 8;
+    int j = 0;
+    if (n > 0) {
+        float s[8][4];
+        unsigned p[4][4]; // P_{j-1}: the A operand of the product in flight
+        barrier(j);
+        wg_fence();
+        wgmma_abt_async(s, Qs, ring);
+        wg_commit();
+        wg_wait<0>();
+        softmax_probs(s, 0, r0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+        pack_a(p, s);
+        for (j = 1; j < n; j++) {
+            barrier(j);
+            const bf16* Ks = ring + (j & (WG_STAGES - 1)) * 2 * TILE;
+            const bf16* Vp = ring + ((j - 1) & (WG_STAGES - 1)) * 2 * TILE + TILE;
+            wg_fence();
+            wgmma_abt_async(s, Qs, Ks);
+            wg_commit();
+            wgmma_pb_async(o, p, Vp);
+            wg_commit();
+            wg_wait<1>();
+            softmax_probs(s, j * BM, r0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+            wg_wait<0>();
+            rescale_rows<D>(o, cA, cB);
+            pack_a(p, s);
+        }
+        if (j < N) barrier(j++); // warpgroup 0 on the diagonal: the block's last tile is warpgroup 1's alone
+        wg_fence();
+        wgmma_pb_async(o, p, ring + ((n - 1) & (WG_STAGES - 1)) * 2 * TILE + TILE);
+        wg_commit();
+        wg_wait<0>();
+    }
+    for (; j < N; j++) barrier(j); // a warpgroup wholly past T
+    store_forward<D>(out, lse, o, b, h, H, T, qOff, rowA, c, mA, mB, lA, lB);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_wg2_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
+                                                                         int KVH, float scale) {
+    flash_forward_wg2(out, lse, qkv, T, H, KVH, scale);
 }
 #endif
 
