@@ -965,7 +965,10 @@ public final class CudaBackend implements Backend {
                     DType.F32, (int) (rows * headDim));
             kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
                     delta, dqAcc, dout, out, rows, seq, nHead);
-            if (wgmma(headDim)) {
+            if (wgmma(headDim) && FLASH_WG2) { // K, V, Kᵀ and two dS buffers of two tiles, 4 stages of Q, dO, lse, delta
+                kernels.launch(FLASH, "flash_backward_wg2_64", (seq + 127) / 128, nKvHead, batch, 256, 1, 1,
+                        1024 + 18 * 64 * 64 * 2 + 8 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            } else if (wgmma(headDim)) {
                 kernels.launch(FLASH, "flash_backward_wgmma_64", (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
                         1024 + 7 * 64 * 64 * 2 + 4 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
             } else {

@@ -477,13 +477,14 @@ __device__ __forceinline__ void load_stats_async(float* Lb, const float* lse, co
     }
 }
 
-// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout) added into dqAcc [B*T, H*D] atomically.
-template <int D>
+// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout; DT tiles of 8 columns, from column 0 of
+// the head at dqAcc) added into dqAcc [B*T, H*D] atomically.
+template <int D, int DT = D / 8>
 __device__ __forceinline__ void add_dq_rows(float* dqAcc, const float (*dq)[4], int b, int h, int H, int T, int qA, int c) {
     float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
     float* accB = accA + (i64) 8 * H * D;
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
+    for (int dt = 0; dt < DT; dt++) {
         if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
         if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
     }
@@ -995,6 +996,185 @@ __device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T,
 extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_wg2_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
                                                                          int KVH, float scale) {
     flash_forward_wg2(out, lse, qkv, T, H, KVH, scale);
+}
+
+// d[64 × 32] (+)= A[64 × 16] · B[16 × 32] in shared memory, A M-major, B K-major; with FIRST d is written, not read.
+template <bool FIRST>
+__device__ __forceinline__ void wgmma_n32_tn(float (*d)[4], unsigned long long a, unsigned long long b) {
+    if (FIRST) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 0;\n}\n"
+                     : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+                     : "l"(a), "l"(b), "r"(0));
+    } else {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 0;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                     : "l"(a), "l"(b), "r"(1));
+    }
+}
+
+// Packed A fragments (pack_a) of a warpgroup's [64 rows][64] into rows of a swizzled [64][64] tile at sm0 (a shared
+// address), one stmatrix.x4 per 16 columns: matrix m of fragment kk holds rows 8·(m & 1) and 8-column chunk
+// 2kk + (m >> 1) of the warp's 16 rows; lane t gives the address of row t & 7 of matrix t >> 3.
+__device__ __forceinline__ void store_a_swizzled(unsigned sm0, const unsigned (*a)[4], int warp, int lane) {
+    int m = lane >> 3, r = warp * 16 + (lane & 7) + (m & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        unsigned addr = sm0 + r * 128 + (((2 * kk + (m >> 1)) ^ (r & 7)) << 4);
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};"
+                     :: "r"(addr), "r"(a[kk][0]), "r"(a[kk][1]), "r"(a[kk][2]), "r"(a[kk][3]) : "memory");
+    }
+}
+
+// One-pass backward: a block of 256 threads owns 128 keys of one KV head (warpgroup w keys k0 + 64w ...) and loops over
+// the (head of the group, query tile) items, whose Q, dO, lse and delta both warpgroups share through the ring (loaded
+// three items ahead; one block-wide barrier per item). Per item a warpgroup computes Sᵀ and dPᵀ for its keys, P and dS,
+// dV += P·dO and dK += dS·Q as flash_backward_wgmma, and stores dS (swizzled [key][query], double-buffered); after
+// the barrier warpgroup w computes dQ's columns 32w..32w+31 over all 128 keys as dSᵀ·K (m64n32, K from a transposed
+// copy Kᵀ, K-major) and adds them into dqAcc: half the atomics per key of the one-warpgroup kernel. Overlap: the next
+// item's Sᵀ and dPᵀ are issued with this item's dQ, and dQ runs on the tensor cores during the next item's P and dS;
+// its atomics follow. Warpgroup 1's keys all follow the queries of an item's first query tile: it skips that item's
+// products and stores a zero dS. 244 registers: one block per SM.
+__device__ void flash_backward_wg2(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
+                                   const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64, TILE = BM * D;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Ks = reinterpret_cast<bf16*>(smwg + pad); // warpgroup w's K tile at Ks + w·TILE; V, Kᵀ alike
+    bf16* Vs = Ks + 2 * TILE;
+    bf16* KT = Vs + 2 * TILE;                                 // [d][key] tiles of keys 0..63, 64..127
+    bf16* dSb = KT + 2 * TILE;                                // buffer i: warpgroup w's dS at dSb + (2i + w)·TILE
+    bf16* ring = dSb + 4 * TILE;                              // stage i: Q at ring + 2i·TILE, dO after it
+    float* stats = reinterpret_cast<float*>(ring + 2 * WG_STAGES * TILE); // stage i: lse at stats + 2i·BM, delta after
+    int wg = warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * 2 * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int kw = k0 + wg * BM; // this warpgroup's first key
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
+    bool wg1Keys = k0 + BM < T; // whether warpgroup 1 has keys before T
+    auto load_item = [&](int item) { // as one cp.async group (empty past the last item)
+        if (item < items) {
+            int st = item & (WG_STAGES - 1), h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+            load_tile_swizzled(ring + 2 * st * TILE, base, rowW, (i64) h * D, q0, T);
+            load_tile_swizzled(ring + (2 * st + 1) * TILE, dbase, (i64) H * D, (i64) h * D, q0, T);
+            load_stats_async(stats + 2 * st * BM, lse, delta, b, h, H, T, q0);
+        }
+        cp_async_commit();
+    };
+    auto issue_s_dp = [&](float (*s)[4], float (*dp)[4], int item) { // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
+        const bf16* Qs = ring + 2 * (item & (WG_STAGES - 1)) * TILE;
+        wg_fence(); // in the products' own basic block: ptxas would add one there otherwise
+        wgmma_abt_async(s, Ks + wg * TILE, Qs);
+        wgmma_abt_async(dp, Vs + wg * TILE, Qs + TILE);
+        wg_commit();
+    };
+    load_tile_swizzled(Ks, base, rowW, kOff, k0, T);
+    load_tile_swizzled(Ks + TILE, base, rowW, kOff, k0 + BM, T);
+    load_tile_swizzled(Vs, base, rowW, vOff, k0, T);
+    load_tile_swizzled(Vs + TILE, base, rowW, vOff, k0 + BM, T);
+    load_item(0);
+    load_item(1);
+    load_item(2);
+    cp_async_wait<2>(); // K, V and item 0
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * BM * 8; i += blockDim.x) { // Kᵀ: 8 d of one key per step
+        int key = i & (2 * BM - 1), ch = i >> 7, r = key & (BM - 1);
+        const unsigned char* src = reinterpret_cast<const unsigned char*>(Ks + (key >> 6) * TILE) + r * 128 + ((ch ^ (r & 7)) << 4);
+        uint4 v = *reinterpret_cast<const uint4*>(src);
+        unsigned w[4] = {v.x, v.y, v.z, v.w};
+        unsigned char* dst = reinterpret_cast<unsigned char*>(KT + (key >> 6) * TILE) + (r & 7) * 2;
+#pragma unroll
+        for (int x = 0; x < 8; x++) {
+            int d = ch * 8 + x;
+            *reinterpret_cast<bf16*>(dst + d * 128 + (((r >> 3) ^ (d & 7)) << 4)) = (bf16) (w[x >> 1] >> (16 * (x & 1)));
+        }
+    }
+    int keyA = kw + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[8][4], dv[8][4], s[8][4], dp[8][4], dq[4][4];
+#pragma unroll
+    for (int dt = 0; dt < 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    bool act = wg == 0; // whether this warpgroup has work in item i: warpgroup 0 always, 1 not in item 0 (its first query tile)
+    if (act) {
+        issue_s_dp(s, dp, 0);
+        wg_wait<0>();
+    }
+    unsigned dS0 = (unsigned) __cvta_generic_to_shared(dSb);
+    int hPrev = 0, qPrev = 0; // the item whose dQ is in flight
+    for (int i = 0; i < items; i++) {
+        int st = i & (WG_STAGES - 1), h = kvh * group + i / nq, q0 = k0 + (i % nq) * BM;
+        const bf16* Qs = ring + 2 * st * TILE;
+        unsigned pP[4][4], pS[4][4]; // P and dS as A fragments
+        if (act) { // Sᵀ, dPᵀ of item i have completed; dQ of item i - 1 may still run
+            const float* Ls = stats + 2 * st * BM;
+            // on copies: computed in place, P and dS would be moved into s and dp (a loop-carried value), and ptxas
+            // serializes wgmma whose accumulators other instructions define
+            float p[8][4], ds[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    p[nt][e] = s[nt][e];
+                    ds[nt][e] = dp[nt][e];
+                }
+            }
+            if (q0 >= kw + BM && q0 + BM <= T) probabilities_and_ds<false>(p, ds, Ls, Ls + BM, sl2, q0, c, keyA, keyB, T); // below the diagonal
+            else probabilities_and_ds<true>(p, ds, Ls, Ls + BM, sl2, q0, c, keyA, keyB, T);
+            pack_a(pP, p);
+            pack_a(pS, ds);
+            store_a_swizzled(dS0 + (2 * (i & 1) + wg) * TILE * 2, pS, warp, lane);
+        } else { // dQ sums over both warpgroups' keys
+            const unsigned zero[4][4] = {};
+            store_a_swizzled(dS0 + (2 * (i & 1) + wg) * TILE * 2, zero, warp, lane);
+        }
+        wg_wait<0>();
+        if (i > 0) add_dq_rows<D, 4>(dqAcc + wg * 32, dq, b, hPrev, H, T, qPrev + warp * 16 + g, c);
+        if (act) {
+            wg_fence();
+            wgmma_pb_async(dv, pP, Qs + TILE);
+            wgmma_pb_async(dk, pS, Qs);
+            wg_commit();
+        }
+        cp_async_wait<1>(); // item i + 1 has landed
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async, stmatrix (and Kᵀ) wrote what the tensor cores read
+        __syncthreads();
+        load_item(i + 3);
+        bool actNext = i + 1 < items && (wg == 0 || (wg1Keys && (i + 1) % nq > 0));
+        if (actNext) issue_s_dp(s, dp, i + 1);
+        const bf16* dS = dSb + 2 * (i & 1) * TILE;
+        const bf16* KTw = KT + wg * 32 * D; // rows d = 32w.. of both Kᵀ tiles
+        wg_fence();
+        wgmma_n32_tn<true>(dq, wg_desc(dS), wg_desc(KTw));
+#pragma unroll
+        for (int k = 1; k < 8; k++) { // 16 keys per step: k / 4 picks the warpgroup's tile
+            int kt = k >> 2, kk = k & 3;
+            wgmma_n32_tn<false>(dq, wg_desc(dS + kt * TILE + kk * 16 * D), wg_desc(KTw + kt * TILE + kk * 16));
+        }
+        wg_commit();
+        wg_wait<1>(); // dV, dK and the next Sᵀ, dPᵀ complete; dQ may run on
+        act = actNext;
+        hPrev = h;
+        qPrev = q0;
+    }
+    wg_wait<0>();
+    add_dq_rows<D, 4>(dqAcc + wg * 32, dq, b, hPrev, H, T, qPrev + warp * 16 + g, c);
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) flash_backward_wg2_64(bf16* dqkv, float* dqAcc, const bf16* dout,
+        const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {
+    flash_backward_wg2(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);
 }
 #endif
 
