@@ -477,8 +477,8 @@ __device__ __forceinline__ void load_stats_async(float* Lb, const float* lse, co
     }
 }
 
-// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout; DT tiles of 8 columns, from column 0 of
-// the head at dqAcc) added into dqAcc [B*T, H*D] atomically.
+// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout, DT tiles of 8 columns) added into dqAcc
+// [B*T, H*D] atomically; a caller with later columns of the head passes dqAcc offset by their first.
 template <int D, int DT = D / 8>
 __device__ __forceinline__ void add_dq_rows(float* dqAcc, const float (*dq)[4], int b, int h, int H, int T, int qA, int c) {
     float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
@@ -912,9 +912,9 @@ __device__ __forceinline__ void wgmma_pb_async(float (*d)[4], const unsigned (*a
 }
 
 // Forward: a block of 256 threads owns 128 query rows (warpgroup w rows q0 + 64w ...) and streams the key tiles both
-// need through the ring (a tile's K and V per stage, loaded two tiles ahead; a stage is refilled only after the
-// block's barrier for the tile after next, by which time every product reading it has completed). Warpgroup 0 needs
-// one key tile fewer than warpgroup 1 on the diagonal and only joins the barrier there. Per key tile j a warpgroup
+// need through the ring (a tile's K and V per stage): after the block's barrier for tile j, tile j + 2 is requested
+// into the stage of tile j − 2, whose last reader (P·V, issued at tile j − 1) every warpgroup waited for before that
+// barrier. Warpgroup 0 needs one key tile fewer than warpgroup 1 on the diagonal and only joins the barrier there. Per key tile j a warpgroup
 // issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1}, waits for S_j alone and computes P_j while the P·V product runs, then
 // waits for that and rescales O: the exponentials overlap the tensor cores.
 __device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
