@@ -55,7 +55,7 @@ for s in $sections; do
   case $s in
     tests)
       section tests 150 "${JAVA[@]}" "${JUNIT[@]}" --select-package frugal.backend.cuda
-      for v in ${TEST_VARIANTS-FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0 FRUGAL_CUDA_FLASH_WGMMA=0}; do
+      for v in ${TEST_VARIANTS-FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0 FRUGAL_CUDA_FLASH_WGMMA=0 FRUGAL_CUDA_FLASH_WG2=0}; do
         echo "# $v" >> "$OUT/tests.log"
         section tests 40 env $v "${JAVA[@]}" "${JUNIT[@]}" --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
       done
@@ -65,7 +65,7 @@ for s in $sections; do
       section gemm 50 env FRUGAL_CUDA_GEMM_CANDIDATES=1 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --gemm
       grep -A40 "^---- " "$OUT/gemm.log" ;;
     attention)
-      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_WGMMA=0; do
+      for v in FRUGAL_CUDA_FLASH_FUSED=1 FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_WGMMA=0 FRUGAL_CUDA_FLASH_WG2=0; do
         echo "# $v" >> "$OUT/attention.log"
         section attention 40 env "$v" "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
       done

@@ -912,6 +912,12 @@ public final class CudaBackend implements Backend {
      */
     private static final boolean FLASH_WGMMA = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_WGMMA"));
 
+    /**
+     * FRUGAL_CUDA_FLASH_WG2=0: the warpgroup-MMA kernels with one warpgroup per block (64 rows, each product waited for)
+     * instead of two warpgroups sharing the streamed tiles and overlapping softmax with the tensor cores.
+     */
+    private static final boolean FLASH_WG2 = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_WG2"));
+
     /** Whether attention of this head dimension runs the warpgroup-MMA kernels (Hopper, head dimension 64). */
     private boolean wgmma(int headDim) {
         return FLASH_WGMMA && arch == 90 && headDim == 64;
@@ -933,8 +939,13 @@ public final class CudaBackend implements Backend {
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         if (wgmma(headDim) && flash(t, headDim, out, qkv)) {
-            kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
-                    out, lse, qkv, seq, nHead, nKvHead, scale);
+            if (FLASH_WG2) { // two Q tiles, a ring of 4 K/V stages
+                kernels.launch(FLASH, "flash_forward_wg2_64", (seq + 127) / 128, nHead, batch, 256, 1, 1, 1024 + 10 * 64 * 64 * 2,
+                        out, lse, qkv, seq, nHead, nKvHead, scale);
+            } else {
+                kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
+                        out, lse, qkv, seq, nHead, nKvHead, scale);
+            }
             return;
         }
         if (flash(t, headDim, out, qkv)) {
@@ -974,7 +985,10 @@ public final class CudaBackend implements Backend {
                     DType.F32, (int) (rows * headDim));
             kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
                     delta, dqAcc, dout, out, rows, seq, nHead);
-            if (wgmma(headDim)) {
+            if (wgmma(headDim) && FLASH_WG2) { // K, V, Kᵀ and two dS buffers of two tiles, 4 stages of Q, dO, lse, delta
+                kernels.launch(FLASH, "flash_backward_wg2_64", (seq + 127) / 128, nKvHead, batch, 256, 1, 1,
+                        1024 + 18 * 64 * 64 * 2 + 8 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+            } else if (wgmma(headDim)) {
                 kernels.launch(FLASH, "flash_backward_wgmma_64", (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
                         1024 + 7 * 64 * 64 * 2 + 4 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
             } else {

@@ -157,18 +157,19 @@ __device__ __forceinline__ void mask_scores(float (*s)[4], int n0, int c, int ro
     }
 }
 
-// One key tile of the online softmax: masks the scores s of this lane's rows A and B (only on the diagonal tile or past
-// T), raises the running maxima m (exp2 units), turns s into unnormalized probabilities, adds them to the sums l and
-// rescales the output accumulator o by how much the maxima rose.
-template <int D>
-__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n0, int q0, int c, int rowA, int rowB, int T,
-                                             float sl2, float& mA, float& mB, float& lA, float& lB) {
+// One key tile of the online softmax, up to the rescaling of the output: masks the scores s of this lane's rows A and B
+// (only on the diagonal tile or past T), raises the running maxima m (exp2 units), turns s into unnormalized
+// probabilities and adds them to the sums l. cA, cB: the factors by which the output accumulator must be rescaled (the
+// caller does so once no product into it is in flight).
+__device__ __forceinline__ void softmax_probs(float (*s)[4], int n0, int q0, int c, int rowA, int rowB, int T, float sl2,
+                                              float& mA, float& mB, float& lA, float& lB, float& cA, float& cB) {
     float xA = -FRUGAL_INF, xB = -FRUGAL_INF; // row maxima of the unscaled scores
     if (n0 + BM <= q0 && n0 + BM <= T) mask_scores<false>(s, n0, c, rowA, rowB, T, xA, xB); // below the diagonal
     else mask_scores<true>(s, n0, c, rowA, rowB, T, xA, xB);
     float nA = fmaxf(mA, quad_max(xA) * sl2), nB = fmaxf(mB, quad_max(xB) * sl2);
     float uA = nA == -FRUGAL_INF ? 0.f : nA, uB = nB == -FRUGAL_INF ? 0.f : nB;
-    float cA = exp2_ftz(mA - uA), cB = exp2_ftz(mB - uB);
+    cA = exp2_ftz(mA - uA);
+    cB = exp2_ftz(mB - uB);
     lA *= cA;
     lB *= cB;
 #pragma unroll
@@ -182,6 +183,13 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n
             lB += pb;
         }
     }
+    mA = nA;
+    mB = nB;
+}
+
+// o[16 × D] (accumulator layout) rows A and B times cA and cB.
+template <int D>
+__device__ __forceinline__ void rescale_rows(float (*o)[4], float cA, float cB) {
 #pragma unroll
     for (int dt = 0; dt < D / 8; dt++) {
         o[dt][0] *= cA;
@@ -189,8 +197,15 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n
         o[dt][2] *= cB;
         o[dt][3] *= cB;
     }
-    mA = nA;
-    mB = nB;
+}
+
+// One key tile of the online softmax (softmax_probs), with the output accumulator o rescaled at once.
+template <int D>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n0, int q0, int c, int rowA, int rowB, int T,
+                                             float sl2, float& mA, float& mB, float& lA, float& lB) {
+    float cA, cB;
+    softmax_probs(s, n0, q0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+    rescale_rows<D>(o, cA, cB);
 }
 
 // Rows A and B of the normalized output into out, and their log-sum-exp (natural log) into lse.
@@ -462,13 +477,14 @@ __device__ __forceinline__ void load_stats_async(float* Lb, const float* lse, co
     }
 }
 
-// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout) added into dqAcc [B*T, H*D] atomically.
-template <int D>
+// This lane's part of dq (rows qA and qA + 8 of head h, accumulator layout, DT tiles of 8 columns) added into dqAcc
+// [B*T, H*D] atomically; a caller with later columns of the head passes dqAcc offset by their first.
+template <int D, int DT = D / 8>
 __device__ __forceinline__ void add_dq_rows(float* dqAcc, const float (*dq)[4], int b, int h, int H, int T, int qA, int c) {
     float* accA = dqAcc + ((i64) b * T + qA) * H * D + (i64) h * D + 2 * c;
     float* accB = accA + (i64) 8 * H * D;
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
+    for (int dt = 0; dt < DT; dt++) {
         if (qA < T) add2(accA + dt * 8, dq[dt][0], dq[dt][1]);
         if (qA + 8 < T) add2(accB + dt * 8, dq[dt][2], dq[dt][3]);
     }
@@ -841,6 +857,324 @@ __device__ void flash_backward_wgmma(bf16* dqkv, float* dqAcc, const bf16* dout,
 extern "C" __global__ void __launch_bounds__(128) flash_backward_wgmma_64(bf16* dqkv, float* dqAcc, const bf16* dout,
         const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {
     flash_backward_wgmma(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);
+}
+
+// ---- Hopper, two warpgroups per block (flash-attention 3's scheme, without a producer warpgroup): the two consumer
+// warpgroups share the K/V (forward) or Q/dO (backward) tiles of a 4-stage cp.async ring, with one block-wide barrier
+// per tile, and each overlaps its softmax with its own tensor-core work in flight (wgmma.wait_group 1).
+
+#define WG_STAGES 4
+
+// This thread's warpgroup (0 or 1), computed so that the compiler sees it is uniform over the warp.
+__device__ __forceinline__ int warpgroup_index() {
+    return __shfl_sync(FULL_MASK, (int) threadIdx.x >> 7, 0);
+}
+
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory");
+}
+
+// d[64 × 64] = A[64 × 16] · B[16 × 64], both K-major in shared memory; d is written, not read (no zeroing needed).
+__device__ __forceinline__ void wgmma_ss_first(float (*d)[4], unsigned long long a, unsigned long long b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
+                 : "l"(a), "l"(b), "r"(0));
+}
+
+// s = A · Bᵀ over 64 columns (A, B swizzled [64][64] tiles, K-major), issued; complete after wgmma.wait_group.
+__device__ __forceinline__ void wgmma_abt_async(float (*s)[4], const bf16* As, const bf16* Bs) {
+    wgmma_ss_first(s, wg_desc(As), wg_desc(Bs));
+#pragma unroll
+    for (int kk = 1; kk < 4; kk++) wgmma_ss<0, 0>(s, wg_desc(As + kk * 16), wg_desc(Bs + kk * 16), 1);
+}
+
+// p [64 rows × 64] in accumulator layout as bf16 A fragments, one [4] per 16 columns.
+__device__ __forceinline__ void pack_a(unsigned (*a)[4], const float (*p)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        a[kk][0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+        a[kk][1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        a[kk][2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[kk][3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    }
+}
+
+// d += A · B over 64: A packed fragments (pack_a), B a swizzled [64][64] tile read N-major; issued, not waited for.
+__device__ __forceinline__ void wgmma_pb_async(float (*d)[4], const unsigned (*a)[4], const bf16* Bs) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rs(d, a[kk], wg_desc(Bs + kk * 16 * 64));
+}
+
+// Forward: a block of 256 threads owns 128 query rows (warpgroup w rows q0 + 64w ...) and streams the key tiles both
+// need through the ring (a tile's K and V per stage): after the block's barrier for tile j, tile j + 2 is requested
+// into the stage of tile j − 2, whose last reader (P·V, issued at tile j − 1) every warpgroup waited for before that
+// barrier. Warpgroup 0 needs one key tile fewer than warpgroup 1 on the diagonal and only joins the barrier there. Per key tile j a warpgroup
+// issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1}, waits for S_j alone and computes P_j while the P·V product runs, then
+// waits for that and rescales O: the exponentials overlap the tensor cores.
+__device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64, TILE = BM * D;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Qb = reinterpret_cast<bf16*>(smwg + pad); // the two warpgroups' Q tiles
+    bf16* ring = Qb + 2 * TILE;                     // stage i: K at ring + 2i·TILE, V after it
+    int wg = warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * 2 * BM, h = blockIdx.y, b = blockIdx.z;
+    int r0 = q0 + wg * BM; // this warpgroup's first row
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    int kvh = h / (H / KVH);
+    i64 qOff = (i64) h * D, kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    int N = (min(T, q0 + 2 * BM) + BM - 1) / BM;         // key tiles of the block
+    int n = r0 < T ? (min(T, r0 + BM) + BM - 1) / BM : 0; // key tiles of this warpgroup (none if its rows are past T)
+    auto load_kv = [&](int j) { // tile j (if there is one) into its stage, as one cp.async group
+        if (j < N) {
+            bf16* st = ring + (j & (WG_STAGES - 1)) * 2 * TILE;
+            load_tile_swizzled(st, base, rowW, kOff, j * BM, T);
+            load_tile_swizzled(st + TILE, base, rowW, vOff, j * BM, T);
+        }
+        cp_async_commit();
+    };
+    auto barrier = [&](int j) { // tile j has landed for the whole block; then tile j + 2 is requested
+        cp_async_wait<1>();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async wrote what the tensor cores read
+        __syncthreads();
+        load_kv(j + 2);
+    };
+    load_tile_swizzled(Qb, base, rowW, qOff, q0, T);
+    load_tile_swizzled(Qb + TILE, base, rowW, qOff, q0 + BM, T);
+    load_kv(0);
+    load_kv(1);
+    const bf16* Qs = Qb + wg * TILE;
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float mA = -FRUGAL_INF, mB = -FRUGAL_INF, lA = 0.f, lB = 0.f, cA, cB;
+    const float sl2 = scale * LOG2E;
+    int rowA = r0 + warp * 16 + g, rowB = rowA + 8;
+    int j = 0;
+    if (n > 0) {
+        float s[8][4];
+        unsigned p[4][4]; // P_{j-1}: the A operand of the product in flight
+        barrier(j);
+        wg_fence();
+        wgmma_abt_async(s, Qs, ring);
+        wg_commit();
+        wg_wait<0>();
+        softmax_probs(s, 0, r0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+        pack_a(p, s);
+        for (j = 1; j < n; j++) {
+            barrier(j);
+            const bf16* Ks = ring + (j & (WG_STAGES - 1)) * 2 * TILE;
+            const bf16* Vp = ring + ((j - 1) & (WG_STAGES - 1)) * 2 * TILE + TILE;
+            wg_fence();
+            wgmma_abt_async(s, Qs, Ks);
+            wg_commit();
+            wgmma_pb_async(o, p, Vp);
+            wg_commit();
+            wg_wait<1>();
+            softmax_probs(s, j * BM, r0, c, rowA, rowB, T, sl2, mA, mB, lA, lB, cA, cB);
+            wg_wait<0>();
+            rescale_rows<D>(o, cA, cB);
+            pack_a(p, s);
+        }
+        if (j < N) barrier(j++); // warpgroup 0 on the diagonal: the block's last tile is warpgroup 1's alone
+        wg_fence();
+        wgmma_pb_async(o, p, ring + ((n - 1) & (WG_STAGES - 1)) * 2 * TILE + TILE);
+        wg_commit();
+        wg_wait<0>();
+    }
+    for (; j < N; j++) barrier(j); // a warpgroup wholly past T
+    store_forward<D>(out, lse, o, b, h, H, T, qOff, rowA, c, mA, mB, lA, lB);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_wg2_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
+                                                                         int KVH, float scale) {
+    flash_forward_wg2(out, lse, qkv, T, H, KVH, scale);
+}
+
+// d[64 × 32] (+)= A[64 × 16] · B[16 × 32] in shared memory, A M-major, B K-major; with FIRST d is written, not read.
+template <bool FIRST>
+__device__ __forceinline__ void wgmma_n32_tn(float (*d)[4], unsigned long long a, unsigned long long b) {
+    if (FIRST) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 0;\n}\n"
+                     : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+                     : "l"(a), "l"(b), "r"(0));
+    } else {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 0;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                     : "l"(a), "l"(b), "r"(1));
+    }
+}
+
+// Packed A fragments (pack_a) of a warpgroup's [64 rows][64] into rows of a swizzled [64][64] tile at sm0 (a shared
+// address), one stmatrix.x4 per 16 columns: matrix m of fragment kk holds rows 8·(m & 1) and 8-column chunk
+// 2kk + (m >> 1) of the warp's 16 rows; lane t gives the address of row t & 7 of matrix t >> 3.
+__device__ __forceinline__ void store_a_swizzled(unsigned sm0, const unsigned (*a)[4], int warp, int lane) {
+    int m = lane >> 3, r = warp * 16 + (lane & 7) + (m & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        unsigned addr = sm0 + r * 128 + (((2 * kk + (m >> 1)) ^ (r & 7)) << 4);
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};"
+                     :: "r"(addr), "r"(a[kk][0]), "r"(a[kk][1]), "r"(a[kk][2]), "r"(a[kk][3]) : "memory");
+    }
+}
+
+// One-pass backward: a block of 256 threads owns 128 keys of one KV head (warpgroup w keys k0 + 64w ...) and loops over
+// the (head of the group, query tile) items, whose Q, dO, lse and delta both warpgroups share through the ring (loaded
+// three items ahead; one block-wide barrier per item). Per item a warpgroup computes Sᵀ and dPᵀ for its keys, P and dS,
+// dV += P·dO and dK += dS·Q as flash_backward_wgmma, and stores dS (swizzled [key][query], double-buffered); after
+// the barrier warpgroup w computes dQ's columns 32w..32w+31 over all 128 keys as dSᵀ·K (m64n32, K from a transposed
+// copy Kᵀ, K-major) and adds them into dqAcc: half the atomics per key of the one-warpgroup kernel. Overlap: the next
+// item's Sᵀ and dPᵀ are issued with this item's dQ, and dQ runs on the tensor cores during the next item's P and dS;
+// its atomics follow. Warpgroup 1's keys all follow the queries of an item's first query tile: it skips that item's
+// products and stores a zero dS. 244 registers: one block per SM.
+__device__ void flash_backward_wg2(bf16* dqkv, float* dqAcc, const bf16* dout, const float* lse, const float* delta,
+                                   const bf16* qkv, int T, int H, int KVH, float scale) {
+    constexpr int D = 64, TILE = BM * D;
+    extern __shared__ __align__(1024) unsigned char smwg[];
+    unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
+    bf16* Ks = reinterpret_cast<bf16*>(smwg + pad); // warpgroup w's K tile at Ks + w·TILE; V, Kᵀ alike
+    bf16* Vs = Ks + 2 * TILE;
+    bf16* KT = Vs + 2 * TILE;                                 // [d][key] tiles of keys 0..63, 64..127
+    bf16* dSb = KT + 2 * TILE;                                // buffer i: warpgroup w's dS at dSb + (2i + w)·TILE
+    bf16* ring = dSb + 4 * TILE;                              // stage i: Q at ring + 2i·TILE, dO after it
+    float* stats = reinterpret_cast<float*>(ring + 2 * WG_STAGES * TILE); // stage i: lse at stats + 2i·BM, delta after
+    int wg = warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int k0 = blockIdx.x * 2 * BM, kvh = blockIdx.y, b = blockIdx.z;
+    int kw = k0 + wg * BM; // this warpgroup's first key
+    int group = H / KVH;
+    i64 rowW = (i64) (H + 2 * KVH) * D;
+    i64 kOff = (i64) (H + kvh) * D, vOff = kOff + (i64) KVH * D;
+    const bf16* base = qkv + (i64) b * T * rowW;
+    const bf16* dbase = dout + (i64) b * T * H * D;
+    int nq = (T - k0 + BM - 1) / BM, items = group * nq;
+    bool wg1Keys = k0 + BM < T; // whether warpgroup 1 has keys before T
+    auto load_item = [&](int item) { // as one cp.async group (empty past the last item)
+        if (item < items) {
+            int st = item & (WG_STAGES - 1), h = kvh * group + item / nq, q0 = k0 + (item % nq) * BM;
+            load_tile_swizzled(ring + 2 * st * TILE, base, rowW, (i64) h * D, q0, T);
+            load_tile_swizzled(ring + (2 * st + 1) * TILE, dbase, (i64) H * D, (i64) h * D, q0, T);
+            load_stats_async(stats + 2 * st * BM, lse, delta, b, h, H, T, q0);
+        }
+        cp_async_commit();
+    };
+    auto issue_s_dp = [&](float (*s)[4], float (*dp)[4], int item) { // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
+        const bf16* Qs = ring + 2 * (item & (WG_STAGES - 1)) * TILE;
+        wg_fence(); // in the products' own basic block: ptxas would add one there otherwise
+        wgmma_abt_async(s, Ks + wg * TILE, Qs);
+        wgmma_abt_async(dp, Vs + wg * TILE, Qs + TILE);
+        wg_commit();
+    };
+    load_tile_swizzled(Ks, base, rowW, kOff, k0, T);
+    load_tile_swizzled(Ks + TILE, base, rowW, kOff, k0 + BM, T);
+    load_tile_swizzled(Vs, base, rowW, vOff, k0, T);
+    load_tile_swizzled(Vs + TILE, base, rowW, vOff, k0 + BM, T);
+    load_item(0);
+    load_item(1);
+    load_item(2);
+    cp_async_wait<2>(); // K, V and item 0
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * BM * 8; i += blockDim.x) { // Kᵀ: 8 d of one key per step
+        int key = i & (2 * BM - 1), ch = i >> 7, r = key & (BM - 1);
+        const unsigned char* src = reinterpret_cast<const unsigned char*>(Ks + (key >> 6) * TILE) + r * 128 + ((ch ^ (r & 7)) << 4);
+        uint4 v = *reinterpret_cast<const uint4*>(src);
+        unsigned w[4] = {v.x, v.y, v.z, v.w};
+        unsigned char* dst = reinterpret_cast<unsigned char*>(KT + (key >> 6) * TILE) + (r & 7) * 2;
+#pragma unroll
+        for (int x = 0; x < 8; x++) {
+            int d = ch * 8 + x;
+            *reinterpret_cast<bf16*>(dst + d * 128 + (((r >> 3) ^ (d & 7)) << 4)) = (bf16) (w[x >> 1] >> (16 * (x & 1)));
+        }
+    }
+    int keyA = kw + warp * 16 + g, keyB = keyA + 8;
+    const float sl2 = scale * LOG2E;
+    float dk[8][4], dv[8][4], s[8][4], dp[8][4], dq[4][4];
+#pragma unroll
+    for (int dt = 0; dt < 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
+    }
+    bool act = wg == 0; // whether this warpgroup has work in item i: warpgroup 0 always, 1 not in item 0 (its first query tile)
+    if (act) {
+        issue_s_dp(s, dp, 0);
+        wg_wait<0>();
+    }
+    unsigned dS0 = (unsigned) __cvta_generic_to_shared(dSb);
+    int hPrev = 0, qPrev = 0; // the item whose dQ is in flight
+    for (int i = 0; i < items; i++) {
+        int st = i & (WG_STAGES - 1), h = kvh * group + i / nq, q0 = k0 + (i % nq) * BM;
+        const bf16* Qs = ring + 2 * st * TILE;
+        unsigned pP[4][4], pS[4][4]; // P and dS as A fragments
+        if (act) { // Sᵀ, dPᵀ of item i have completed; dQ of item i - 1 may still run
+            const float* Ls = stats + 2 * st * BM;
+            // on copies: computed in place, P and dS would be moved into s and dp (a loop-carried value), and ptxas
+            // serializes wgmma whose accumulators other instructions define
+            float p[8][4], ds[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    p[nt][e] = s[nt][e];
+                    ds[nt][e] = dp[nt][e];
+                }
+            }
+            if (q0 >= kw + BM && q0 + BM <= T) probabilities_and_ds<false>(p, ds, Ls, Ls + BM, sl2, q0, c, keyA, keyB, T); // below the diagonal
+            else probabilities_and_ds<true>(p, ds, Ls, Ls + BM, sl2, q0, c, keyA, keyB, T);
+            pack_a(pP, p);
+            pack_a(pS, ds);
+            store_a_swizzled(dS0 + (2 * (i & 1) + wg) * TILE * 2, pS, warp, lane);
+        } else { // dQ sums over both warpgroups' keys
+            const unsigned zero[4][4] = {};
+            store_a_swizzled(dS0 + (2 * (i & 1) + wg) * TILE * 2, zero, warp, lane);
+        }
+        wg_wait<0>();
+        if (i > 0) add_dq_rows<D, 4>(dqAcc + wg * 32, dq, b, hPrev, H, T, qPrev + warp * 16 + g, c);
+        if (act) {
+            wg_fence();
+            wgmma_pb_async(dv, pP, Qs + TILE);
+            wgmma_pb_async(dk, pS, Qs);
+            wg_commit();
+        }
+        cp_async_wait<1>(); // item i + 1 has landed
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // cp.async, stmatrix (and Kᵀ) wrote what the tensor cores read
+        __syncthreads();
+        load_item(i + 3);
+        bool actNext = i + 1 < items && (wg == 0 || (wg1Keys && (i + 1) % nq > 0));
+        if (actNext) issue_s_dp(s, dp, i + 1);
+        const bf16* dS = dSb + 2 * (i & 1) * TILE;
+        const bf16* KTw = KT + wg * 32 * D; // rows d = 32w.. of both Kᵀ tiles
+        wg_fence();
+        wgmma_n32_tn<true>(dq, wg_desc(dS), wg_desc(KTw));
+#pragma unroll
+        for (int k = 1; k < 8; k++) { // 16 keys per step: k / 4 picks the warpgroup's tile
+            int kt = k >> 2, kk = k & 3;
+            wgmma_n32_tn<false>(dq, wg_desc(dS + kt * TILE + kk * 16 * D), wg_desc(KTw + kt * TILE + kk * 16));
+        }
+        wg_commit();
+        wg_wait<1>(); // dV, dK and the next Sᵀ, dPᵀ complete; dQ may run on
+        act = actNext;
+        hPrev = h;
+        qPrev = q0;
+    }
+    wg_wait<0>();
+    add_dq_rows<D, 4>(dqAcc + wg * 32, dq, b, hPrev, H, T, qPrev + warp * 16 + g, c);
+    bf16* out = dqkv + (i64) b * T * rowW;
+    store_rows<D>(out, rowW, kOff, keyA, T, dk, scale, scale, c);
+    store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) flash_backward_wg2_64(bf16* dqkv, float* dqAcc, const bf16* dout,
+        const float* lse, const float* delta, const bf16* qkv, int T, int H, int KVH, float scale) {
+    flash_backward_wg2(dqkv, dqAcc, dout, lse, delta, qkv, T, H, KVH, scale);
 }
 #endif
 

@@ -379,8 +379,11 @@ class CudaBf16OpsTest {
 
     @Test
     void attention() {
-        // {batch, seq, nHead, nKvHead, headDim}: flash kernels (D = 32, 64, 128, MHA and GQA) and the fallback (D = 16)
-        int[][] configs = {{2, 200, 4, 4, 64}, {1, 130, 4, 2, 128}, {2, 64, 2, 1, 32}, {2, 77, 4, 2, 16}, {1, 1024, 2, 2, 64}};
+        // {batch, seq, nHead, nKvHead, headDim}: flash kernels (D = 32, 64, 128, MHA and GQA) and the fallback (D = 16);
+        // D = 64 also with GQA and MQA, and T such that the last 128-row block's second warpgroup of 64 rows lies wholly
+        // (T = 300, 50) or partly (T = 100) past T
+        int[][] configs = {{2, 200, 4, 4, 64}, {1, 130, 4, 2, 128}, {2, 64, 2, 1, 32}, {2, 77, 4, 2, 16}, {1, 1024, 2, 2, 64},
+                {1, 300, 6, 2, 64}, {2, 100, 4, 1, 64}, {1, 50, 2, 1, 64}};
         for (int[] c : configs) {
             int batch = c[0], seq = c[1], nHead = c[2], nKv = c[3], hd = c[4];
             int width = (nHead + 2 * nKv) * hd, rows = batch * seq;
