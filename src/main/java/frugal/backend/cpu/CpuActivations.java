@@ -1,5 +1,7 @@
 package frugal.backend.cpu;
 
+import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 
@@ -40,14 +42,33 @@ final class CpuActivations {
 
     static void geluForward(Tensor out, Tensor x, long n) {
         MemorySegment o = out.data(), xs = x.data();
-        geluBlocks(xs, n, (start, len, e) -> {
+        geluBlocks(xs, n, geluInto(o, xs));
+    }
+
+    /**
+     * For backward, GELU's input and output from the stash's quantized copy of the input: pre = its dequantized values,
+     * act = GELU(pre), a range of blocks at a time (dequantized, then GELU of them while they are in cache).
+     */
+    static void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
+        QuantFormat f = preq.format();
+        MemorySegment o = act.data(), xs = pre.data();
+        Block gelu = geluInto(o, xs);
+        Parallel.forRange(Math.toIntExact(f.blocks(n)), 64, (b0, b1) -> {
+            CpuQuant.dequantizeBlocks(xs, 0, preq.packed(), preq.scales(), n, f, b0, b1);
+            geluRange(xs, (long) b0 * f.block(), Math.min(n, (long) b1 * f.block()), gelu);
+        });
+    }
+
+    /** The combining pass of geluForward: out = x / (1 + e). */
+    private static Block geluInto(MemorySegment o, MemorySegment xs) {
+        return (start, len, e) -> {
             int j = 0;
             for (; j <= len - L; j += L) {
                 FloatVector v = load(xs, start + j);
                 store(v.div(FloatVector.fromArray(S, e, j).add(1f)), o, start + j);
             }
             for (; j < len; j++) set(o, start + j, get(xs, start + j) / (e[j] + 1f));
-        });
+        };
     }
 
     static void geluBackward(Tensor dx, Tensor dout, Tensor x, long n) {
@@ -70,23 +91,26 @@ final class CpuActivations {
 
     /** Runs {@code combine} over blocks of x[0, n) with e = e^a, a = v·(A + B·v²) for the block's values v. */
     private static void geluBlocks(MemorySegment xs, long n, Block combine) {
-        Parallel.forElements(n, (from, to) -> {
-            float[] e = new float[BLOCK];
-            for (long start = from; start < to; start += BLOCK) {
-                int len = (int) Math.min(BLOCK, to - start);
-                int j = 0;
-                for (; j <= len - L; j += L) {
-                    FloatVector v = load(xs, start + j);
-                    v.mul(v).fma(B, A).mul(v).intoArray(e, j);
-                }
-                for (; j < len; j++) {
-                    float v = get(xs, start + j);
-                    e[j] = Math.fma(v * v, B, A) * v;
-                }
-                VecMath.exp(e, len);
-                combine.combine(start, len, e);
+        Parallel.forElements(n, (from, to) -> geluRange(xs, from, to, combine));
+    }
+
+    /** [from, to) of geluBlocks: the exponentials of a block of values, then combine. */
+    private static void geluRange(MemorySegment xs, long from, long to, Block combine) {
+        float[] e = new float[BLOCK];
+        for (long start = from; start < to; start += BLOCK) {
+            int len = (int) Math.min(BLOCK, to - start);
+            int j = 0;
+            for (; j <= len - L; j += L) {
+                FloatVector v = load(xs, start + j);
+                v.mul(v).fma(B, A).mul(v).intoArray(e, j);
             }
-        });
+            for (; j < len; j++) {
+                float v = get(xs, start + j);
+                e[j] = Math.fma(v * v, B, A) * v;
+            }
+            VecMath.exp(e, len);
+            combine.combine(start, len, e);
+        }
     }
 
     static void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden) {

@@ -2,6 +2,7 @@ package frugal.backend.cpu;
 
 import frugal.backend.Backend;
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
@@ -84,6 +85,35 @@ public final class CpuBackend implements Backend {
     public void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                                   Tensor mean, Tensor rstd, int rows, int cols) {
         CpuNorms.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+    }
+
+    /** Fused (CpuNorms) where cols is a multiple of each quantized tensor's block; else the composition. */
+    @Override
+    public void layerNormForwardQuantized(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                          Tensor bias, int rows, int cols, float eps, Quantized xq, Quantized outq) {
+        if ((xq != null && cols % xq.format().block() != 0) || (outq != null && cols % outq.format().block() != 0)) {
+            Backend.super.layerNormForwardQuantized(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps, xq, outq);
+            return;
+        }
+        long n = (long) rows * cols;
+        if (xq != null) xq.format().checkBuffers(xq.packed(), xq.scales(), n);
+        if (outq != null) outq.format().checkBuffers(outq.packed(), outq.scales(), n);
+        CpuNorms.layerNormForwardQuantized(sum, out, mean, rstd, x, r, weight, bias, rows, cols, eps, xq, outq);
+    }
+
+    @Override
+    public boolean layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Quantized x, Tensor weight, Tensor mean,
+                                     Tensor rstd, int rows, int cols) {
+        if (cols % x.format().block() != 0) return false;
+        x.format().checkBuffers(x.packed(), x.scales(), (long) rows * cols);
+        CpuNorms.layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+        return true;
+    }
+
+    @Override
+    public void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
+        preq.format().checkBuffers(preq.packed(), preq.scales(), n);
+        CpuActivations.geluRecompute(act, pre, preq, n);
     }
 
     @Override

@@ -1,8 +1,11 @@
 package frugal.backend.cpu;
 
+import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 import static frugal.backend.cpu.Vec.L;
@@ -53,30 +56,83 @@ final class CpuNorms {
         rstd.set(r, s);
     }
 
+    /**
+     * layerNormForward of x, or of sum = x + r where r is non-null (written to sum), that quantizes for the stash the
+     * normalized rows into xq and the output into outq, each where non-null, a range of rows right after it is computed
+     * (while it is in cache): the bytes of {@link CpuQuant#quantize}. cols a multiple of their blocks.
+     */
+    static void layerNormForwardQuantized(Tensor sum, Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor r, Tensor weight,
+                                          Tensor bias, int rows, int cols, float eps, Quantized xq, Quantized outq) {
+        MemorySegment o = out.data(), xs = x.data(), w = weight.data(), b = bias.data();
+        MemorySegment in = r == null ? xs : sum.data(), rs = r == null ? null : r.data();
+        long n = (long) rows * cols;
+        Parallel.forRange(rows, 8, (r0, r1) -> {
+            if (rs != null) addRange(in, xs, rs, (long) r0 * cols, (long) r1 * cols);
+            for (int row = r0; row < r1; row++) layerNormRow(o, mean, rstd, in, w, b, row, cols, eps);
+            if (xq != null) quantizeRows(xq, in, n, r0, r1, cols);
+            if (outq != null) quantizeRows(outq, o, n, r0, r1, cols);
+        });
+    }
+
+    /** out[i] = a[i] + b[i] for i in [from, to), as CpuBackend.add. */
+    private static void addRange(MemorySegment out, MemorySegment a, MemorySegment b, long from, long to) {
+        long i = from;
+        for (; i <= to - L; i += L) store(load(a, i).add(load(b, i)), out, i);
+        for (; i < to; i++) set(out, i, get(a, i) + get(b, i));
+    }
+
+    private static void quantizeRows(Quantized q, MemorySegment x, long n, int r0, int r1, int cols) {
+        int block = q.format().block();
+        CpuQuant.quantizeBlocks(q.packed(), q.scales(), x, n, q.format(), QuantFormat.seedBits(q.seed()),
+                Math.toIntExact((long) r0 * cols / block), Math.toIntExact((long) r1 * cols / block));
+    }
+
     static void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor weight,
                                   Tensor mean, Tensor rstd, int rows, int cols) {
-        MemorySegment dxs = dx.data(), dos = dout.data(), xs = x.data(), w = weight.data();
+        layerNormBackward(dx, dweight, dbias, dout, x, null, weight, mean, rstd, rows, cols);
+    }
+
+    /** layerNormBackward reading x from its quantized copy, a range of rows dequantized at a time (cols a multiple of its blocks). */
+    static void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Quantized xq, Tensor weight,
+                                  Tensor mean, Tensor rstd, int rows, int cols) {
+        layerNormBackward(dx, dweight, dbias, dout, null, xq, weight, mean, rstd, rows, cols);
+    }
+
+    private static void layerNormBackward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Quantized xq,
+                                          Tensor weight, Tensor mean, Tensor rstd, int rows, int cols) {
+        MemorySegment dxs = dx.data(), dos = dout.data(), w = weight.data();
         ColumnSums sums = new ColumnSums(2, cols);
         Parallel.forRange(rows, 8, (r0, r1) -> {
             float[] part = sums.part(r0);
-            for (int r = r0; r < r1; r++) {
-                long base = (long) r * cols;
-                float m = mean.get(r), s = rstd.get(r);
-                double dnormMean = 0, dnormNormMean = 0;
-                for (int c = 0; c < cols; c++) {
-                    float norm = (get(xs, base + c) - m) * s;
-                    float dnorm = get(dos, base + c) * get(w, c);
-                    dnormMean += dnorm;
-                    dnormNormMean += dnorm * norm;
+            try (Arena arena = xq == null ? null : Arena.ofConfined()) {
+                MemorySegment xs = x == null ? null : x.data();
+                long first = 0; // x's element i is xs[i - first]
+                if (xq != null) {
+                    int block = xq.format().block();
+                    first = (long) r0 * cols;
+                    xs = arena.allocate((long) (r1 - r0) * cols * 4, 64);
+                    CpuQuant.dequantizeBlocks(xs, first, xq.packed(), xq.scales(), (long) rows * cols, xq.format(),
+                            Math.toIntExact(first / block), Math.toIntExact((long) r1 * cols / block));
                 }
-                float a = (float) (dnormMean / cols), bn = (float) (dnormNormMean / cols);
-                for (int c = 0; c < cols; c++) {
-                    float d = get(dos, base + c);
-                    float norm = (get(xs, base + c) - m) * s;
-                    part[c] += d;
-                    part[cols + c] += norm * d;
-                    float dnorm = d * get(w, c);
-                    set(dxs, base + c, get(dxs, base + c) + (dnorm - a - norm * bn) * s);
+                for (int r = r0; r < r1; r++) {
+                    long base = (long) r * cols, xb = base - first;
+                    float m = mean.get(r), s = rstd.get(r);
+                    double dnormMean = 0, dnormNormMean = 0;
+                    for (int c = 0; c < cols; c++) {
+                        float norm = (get(xs, xb + c) - m) * s;
+                        float dnorm = get(dos, base + c) * get(w, c);
+                        dnormMean += dnorm;
+                        dnormNormMean += dnorm * norm;
+                    }
+                    float a = (float) (dnormMean / cols), bn = (float) (dnormNormMean / cols);
+                    for (int c = 0; c < cols; c++) {
+                        float d = get(dos, base + c);
+                        float norm = (get(xs, xb + c) - m) * s;
+                        part[c] += d;
+                        part[cols + c] += norm * d;
+                        float dnorm = d * get(w, c);
+                        set(dxs, base + c, get(dxs, base + c) + (dnorm - a - norm * bn) * s);
+                    }
                 }
             }
         });

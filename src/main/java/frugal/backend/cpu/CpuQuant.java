@@ -30,75 +30,79 @@ final class CpuQuant {
     static void quantize(Tensor packed, Tensor scales, Tensor src, long n, QuantFormat f, long seed) {
         f.checkBuffers(packed, scales, n);
         checkF32("quantize", src, n);
-        MemorySegment p = packed.data(), sc = scales.data(), x = src.data();
+        int seedBits = QuantFormat.seedBits(seed);
+        Parallel.forRange(Math.toIntExact(f.blocks(n)), 64, (b0, b1) -> quantizeBlocks(packed, scales, src.data(), n, f, seedBits, b0, b1));
+    }
+
+    /** Blocks [b0, b1) of {@link #quantize}: the same bytes whichever blocks a call takes. */
+    static void quantizeBlocks(Tensor packed, Tensor scales, MemorySegment x, long n, QuantFormat f, int seedBits, int b0, int b1) {
+        MemorySegment p = packed.data(), sc = scales.data();
         int block = f.block(), bits = f.bits(), maxLevel = f.maxLevel();
         boolean stochastic = f.rounding() == QuantFormat.Rounding.STOCHASTIC;
-        int seedBits = QuantFormat.seedBits(seed);
-        long blocks = f.blocks(n);
-        Parallel.forRange(Math.toIntExact(blocks), 64, (b0, b1) -> {
-            int[] q = new int[block];
-            for (int b = b0; b < b1; b++) {
-                long start = (long) b * block;
-                int len = (int) Math.min(block, n - start);
-                float maxAbs = maxAbs(x, start, len, b);
-                float s = f.scale(maxAbs);
-                if (f.scheme() == QuantFormat.Scheme.BFP) {
-                    if (maxAbs != 0 && f.exponent(maxAbs) > QuantFormat.MAX_EXPONENT) {
-                        throw new FrugalException("quantize to " + f + ": block " + b + " holds " + maxAbs + ", beyond BFP's shared-exponent range");
-                    }
-                    sc.set(ValueLayout.JAVA_BYTE, b, maxAbs == 0 ? QuantFormat.ZERO_BLOCK : (byte) f.exponent(maxAbs));
-                } else {
-                    sc.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b, s);
+        int[] q = new int[block];
+        for (int b = b0; b < b1; b++) {
+            long start = (long) b * block;
+            int len = (int) Math.min(block, n - start);
+            float maxAbs = maxAbs(x, start, len, b);
+            float s = f.scale(maxAbs);
+            if (f.scheme() == QuantFormat.Scheme.BFP) {
+                if (maxAbs != 0 && f.exponent(maxAbs) > QuantFormat.MAX_EXPONENT) {
+                    throw new FrugalException("quantize to " + f + ": block " + b + " holds " + maxAbs + ", beyond BFP's shared-exponent range");
                 }
-                float inv = s == 0 ? 0 : 1f / s;
-                int j = 0;
-                FloatVector vinv = FloatVector.broadcast(Vec.S, inv), half = FloatVector.broadcast(Vec.S, 0.5f);
-                for (; j <= len - L; j += L) {
-                    FloatVector v = load(x, start + j).mul(vinv);
-                    FloatVector offset = stochastic ? uniforms(seedBits, start + j) : half;
-                    IntVector m = ((IntVector) v.abs().add(offset).convert(VectorOperators.F2I, 0)).min(maxLevel);
-                    m.blend(m.neg(), v.lt(0f).cast(I)).intoArray(q, j);
-                }
-                for (; j < len; j++) {
-                    float v = get(x, start + j) * inv;
-                    float a = Math.abs(v) + (stochastic ? uniform(seedBits, start + j) : 0.5f);
-                    int m = Math.min(maxLevel, (int) a); // truncation of a non-negative value is its floor
-                    q[j] = v < 0 ? -m : m;
-                }
-                for (; j < block; j++) q[j] = 0;
-                pack(q, bits, p, (long) b * block * bits / 8);
+                sc.set(ValueLayout.JAVA_BYTE, b, maxAbs == 0 ? QuantFormat.ZERO_BLOCK : (byte) f.exponent(maxAbs));
+            } else {
+                sc.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b, s);
             }
-        });
+            float inv = s == 0 ? 0 : 1f / s;
+            int j = 0;
+            FloatVector vinv = FloatVector.broadcast(Vec.S, inv), half = FloatVector.broadcast(Vec.S, 0.5f);
+            for (; j <= len - L; j += L) {
+                FloatVector v = load(x, start + j).mul(vinv);
+                FloatVector offset = stochastic ? uniforms(seedBits, start + j) : half;
+                IntVector m = ((IntVector) v.abs().add(offset).convert(VectorOperators.F2I, 0)).min(maxLevel);
+                m.blend(m.neg(), v.lt(0f).cast(I)).intoArray(q, j);
+            }
+            for (; j < len; j++) {
+                float v = get(x, start + j) * inv;
+                float a = Math.abs(v) + (stochastic ? uniform(seedBits, start + j) : 0.5f);
+                int m = Math.min(maxLevel, (int) a); // truncation of a non-negative value is its floor
+                q[j] = v < 0 ? -m : m;
+            }
+            for (; j < block; j++) q[j] = 0;
+            pack(q, bits, p, (long) b * block * bits / 8);
+        }
     }
 
     static void dequantize(Tensor dst, Tensor packed, Tensor scales, long n, QuantFormat f) {
         f.checkBuffers(packed, scales, n);
         checkF32("dequantize", dst, n);
-        MemorySegment p = packed.data(), sc = scales.data(), y = dst.data();
+        Parallel.forRange(Math.toIntExact(f.blocks(n)), 64, (b0, b1) -> dequantizeBlocks(dst.data(), 0, packed, scales, n, f, b0, b1));
+    }
+
+    /** Blocks [b0, b1) of {@link #dequantize}, element i written at y[i - first] (y a scratch for a range of rows, or the tensor). */
+    static void dequantizeBlocks(MemorySegment y, long first, Tensor packed, Tensor scales, long n, QuantFormat f, int b0, int b1) {
+        MemorySegment p = packed.data(), sc = scales.data();
         int block = f.block(), bits = f.bits();
-        long blocks = f.blocks(n);
-        Parallel.forRange(Math.toIntExact(blocks), 64, (b0, b1) -> {
-            int[] q = new int[block];
-            float[] values = new float[block];
-            for (int b = b0; b < b1; b++) {
-                long start = (long) b * block;
-                int len = (int) Math.min(block, n - start);
-                float s;
-                if (f.scheme() == QuantFormat.Scheme.BFP) {
-                    byte e = sc.get(ValueLayout.JAVA_BYTE, b);
-                    s = e == QuantFormat.ZERO_BLOCK ? 0 : e == QuantFormat.NAN_BLOCK ? Float.NaN : Math.scalb(1f, e);
-                } else {
-                    s = sc.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b);
-                }
-                unpack(p, (long) b * block * bits / 8, bits, q);
-                int j = 0;
-                for (; j <= block - L; j += L) {
-                    ((FloatVector) IntVector.fromArray(I, q, j).convert(VectorOperators.I2F, 0)).mul(s).intoArray(values, j);
-                }
-                for (; j < block; j++) values[j] = q[j] * s;
-                MemorySegment.copy(values, 0, y, ValueLayout.JAVA_FLOAT, start * 4, len);
+        int[] q = new int[block];
+        float[] values = new float[block];
+        for (int b = b0; b < b1; b++) {
+            long start = (long) b * block;
+            int len = (int) Math.min(block, n - start);
+            float s;
+            if (f.scheme() == QuantFormat.Scheme.BFP) {
+                byte e = sc.get(ValueLayout.JAVA_BYTE, b);
+                s = e == QuantFormat.ZERO_BLOCK ? 0 : e == QuantFormat.NAN_BLOCK ? Float.NaN : Math.scalb(1f, e);
+            } else {
+                s = sc.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, b);
             }
-        });
+            unpack(p, (long) b * block * bits / 8, bits, q);
+            int j = 0;
+            for (; j <= block - L; j += L) {
+                ((FloatVector) IntVector.fromArray(I, q, j).convert(VectorOperators.I2F, 0)).mul(s).intoArray(values, j);
+            }
+            for (; j < block; j++) values[j] = q[j] * s;
+            MemorySegment.copy(values, 0, y, ValueLayout.JAVA_FLOAT, (start - first) * 4, len);
+        }
     }
 
     /** max|x| over the block; rejects NaN and ±Inf (x·0 is NaN exactly for those). */
