@@ -5,16 +5,9 @@ import frugal.quant.QuantFormat;
 import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
-import jdk.incubator.vector.FloatVector;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-
-import static frugal.backend.cpu.Vec.L;
-import static frugal.backend.cpu.Vec.get;
-import static frugal.backend.cpu.Vec.load;
-import static frugal.backend.cpu.Vec.set;
-import static frugal.backend.cpu.Vec.store;
 
 /** The reference backend: float32, off-heap, Vector API kernels over all cores. */
 public final class CpuBackend implements Backend {
@@ -175,14 +168,7 @@ public final class CpuBackend implements Backend {
     @Override
     public void add(Tensor out, Tensor a, Tensor b, long n) {
         MemorySegment o = out.data(), as = a.data(), bs = b.data();
-        Parallel.forElements(n, (from, to) -> {
-            long i = from;
-            for (; i <= to - L; i += L) {
-                FloatVector s = load(as, i).add(load(bs, i));
-                store(s, o, i);
-            }
-            for (; i < to; i++) set(o, i, get(as, i) + get(bs, i));
-        });
+        Parallel.forElements(n, (from, to) -> Vec.add(o, as, bs, from, to));
     }
 
     @Override

@@ -67,18 +67,11 @@ final class CpuNorms {
         MemorySegment in = r == null ? xs : sum.data(), rs = r == null ? null : r.data();
         long n = (long) rows * cols;
         Parallel.forRange(rows, 8, (r0, r1) -> {
-            if (rs != null) addRange(in, xs, rs, (long) r0 * cols, (long) r1 * cols);
+            if (rs != null) Vec.add(in, xs, rs, (long) r0 * cols, (long) r1 * cols); // as CpuBackend.add
             for (int row = r0; row < r1; row++) layerNormRow(o, mean, rstd, in, w, b, row, cols, eps);
             if (xq != null) quantizeRows(xq, in, n, r0, r1, cols);
             if (outq != null) quantizeRows(outq, o, n, r0, r1, cols);
         });
-    }
-
-    /** out[i] = a[i] + b[i] for i in [from, to), as CpuBackend.add. */
-    private static void addRange(MemorySegment out, MemorySegment a, MemorySegment b, long from, long to) {
-        long i = from;
-        for (; i <= to - L; i += L) store(load(a, i).add(load(b, i)), out, i);
-        for (; i < to; i++) set(out, i, get(a, i) + get(b, i));
     }
 
     private static void quantizeRows(Quantized q, MemorySegment x, long n, int r0, int r1, int cols) {

@@ -53,6 +53,13 @@ final class Vec {
     }
 
     /** Σ x[xi+j] for j < n. */
+    /** out[i] = a[i] + b[i] for i in [from, to). */
+    static void add(MemorySegment out, MemorySegment a, MemorySegment b, long from, long to) {
+        long i = from;
+        for (; i <= to - L; i += L) store(load(a, i).add(load(b, i)), out, i);
+        for (; i < to; i++) set(out, i, get(a, i) + get(b, i));
+    }
+
     static float sum(MemorySegment x, long xi, int n) {
         int j = 0;
         FloatVector acc = FloatVector.zero(S);
