@@ -9,9 +9,7 @@ import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.util.HashMap;
-import java.util.HashSet;
 import java.util.Map;
-import java.util.Set;
 
 /**
  * Every tensor a module saves in forward for its backward goes through here, by name ({@code h3.attn.qkv}) and
@@ -37,8 +35,10 @@ public final class Stash {
     private final Map<Source, Entry> bySource = new HashMap<>();
     private final Map<String, Tensor> packedBuffers = new HashMap<>();
     private final Workspace scratch;
-    /** Addresses of buffers shared by all layers ({@link #output}): what they hold is only valid until the next layer. */
-    private final Set<Long> sharedAddresses = new HashSet<>();
+    /**
+     * Buffers shared by all layers ({@link #output}) by address, with what this pass last handed each out for: what
+     * they hold is only valid until the next layer.
+     */
     private final Map<Long, Declared> declared = new HashMap<>();
     private int step;
     private long quantizeCalls;
@@ -107,7 +107,7 @@ public final class Stash {
         QuantFormat f = kind == StashKind.TOKEN_IDS ? null : policy.format(kind);
         long bf16 = t.dtype() == DType.F32 && kind != StashKind.SOFTMAX_STATS && kind != StashKind.NORM_STATS ? 2 * t.size() : t.byteSize();
         if (f == null) {
-            if (sharedAddresses.contains(t.data().address())) {
+            if (declared.containsKey(t.data().address())) {
                 throw new IllegalStateException("stash " + name + ": " + kind.key() + " is kept, but the tensor is in a buffer shared by all"
                         + " layers (give Stash.output every kind the tensor is saved under)");
             }
@@ -171,7 +171,6 @@ public final class Stash {
         for (StashKind k : kinds) if (policy.format(k) == null) return buffers.get(name, shape);
         Tensor t = buffers.get("shared." + sharedRole, shape);
         long address = t.data().address();
-        sharedAddresses.add(address);
         declared.put(address, new Declared(name, kinds));
         bySource.keySet().removeIf(s -> s.address() == address); // what was saved from it came from another layer
         return t;
