@@ -14,7 +14,7 @@
 #   before     the same step with frugal-before.jar (the build before this work)
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
-#   ncu        per-kernel GPU time of one step (ncu_step.py)
+#   ncu        per-kernel GPU time of one step (ncu_step.py); NCU_ARGS adds bench options (e.g. a stash config)
 #   quant      CudaOpsBench --quant: quantize/dequantize of bf16 16384x3072 and 16384x768, fast kernels against the
 #              general ones (same bytes checked on the GPU first), ms and GB/s
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
@@ -95,7 +95,7 @@ for s in $sections; do
       grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|Stall|Block Limit" "$OUT/ncu-flash.log" | head -60 ;;
     ncu)
       section ncu 170 ncu -o $TMP/step -f --metrics gpu__time_duration.sum --clock-control none --cache-control none \
-        --target-processes all "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --no-graph --warmup 1 --steps 1 --profile-steps 0
+        --target-processes all "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" --no-graph --warmup 1 --steps 1 --profile-steps 0 ${NCU_ARGS:-}
       ncu -i $TMP/step.ncu-rep --csv --page raw --metrics gpu__time_duration.sum > $TMP/step.csv 2>>"$OUT/ncu.log" \
         && python3 $G/ncu_step.py $TMP/step.csv >> "$OUT/ncu.log" && sed -n '/^one step/,$p' "$OUT/ncu.log" | head -50 ;;
     dsq-bench)

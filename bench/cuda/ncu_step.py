@@ -6,7 +6,7 @@
     python3 bench/cuda/ncu_step.py step.csv
 
 A step begins at the gradient zeroing kernel (zero_chunks_f32); the last complete step is reported: kernels by total
-time (each timed alone by ncu, so launch gaps are not included), then the first kernels of the step in order (to tell
+time (each timed alone by ncu, so launch gaps are not included), then every kernel of the step in order (to tell
 which matrix product is which)."""
 import csv
 import sys
@@ -47,7 +47,7 @@ def main():
     for n, (t, c) in sorted(by.items(), key=lambda kv: -kv[1][0]):
         print(f"| {n[:110]} | {c} | {t:.3f} | {100 * t / total:.1f}% |")
     print("\nfirst kernels of the step, in order:")
-    for n, t in step[:40]:
+    for n, t in step:
         print(f"  {t * 1e3:9.1f} us  {n[:140]}")
 
 

@@ -94,6 +94,25 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * {@link #linearForward} that also writes what the stash keeps of out: its quantized copy outq, exactly as
+     * {@link #quantize} would from the out written. Backends fuse it into the product's epilogue where they can.
+     */
+    default void linearForwardQuantized(Tensor out, Quantized outq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        linearForward(out, a, b, bias, m, n, k);
+        quantize(outq.packed(), outq.scales(), out, (long) m * n, outq.format(), outq.seed());
+    }
+
+    /**
+     * {@link #linearGeluForward} where the stash keeps the pre-activation only as its quantized copy preq (exactly as
+     * {@link #quantize} would make it from pre): pre is scratch that a backend which quantizes in the product's
+     * epilogue leaves unwritten, so that no full-precision copy of it goes to memory.
+     */
+    default void linearGeluForwardQuantized(Tensor act, Tensor pre, Quantized preq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        linearGeluForward(act, pre, a, b, bias, m, n, k);
+        quantize(preq.packed(), preq.scales(), pre, (long) m * n, preq.format(), preq.seed());
+    }
+
+    /**
      * The parameter gradients of {@link #linearForward} (same m, n, k): dweight[n,k] += dout[m,n]ᵀ·a[m,k] (F32
      * dweight, fp32 accumulation) and, when dbias is non-null, dbias[n] += Σ over rows of dout. matmul then
      * biasBackward, which a backend may do in one product (cuBLASLt's BGRADB epilogue sums dout while reading it).

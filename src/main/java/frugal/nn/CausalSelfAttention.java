@@ -40,10 +40,14 @@ public final class CausalSelfAttention {
         Tensor att = recompute ? ctx.stashed(name + ".att", "attn.att", attShape, StashKind.LINEAR_INPUT)
                 : ctx.stashed(name + ".att", "attn.att", attShape, StashKind.ATTENTION_OUTPUT, StashKind.LINEAR_INPUT);
         Tensor lse = ctx.buffers().get(recompute ? "scratch.lse" : name + ".lse", DType.F32, batch, nHead, seq);
-        qkv.forward(ctx, q, x, rows);
-        if (ropeTheta > 0) ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
+        if (ropeTheta > 0) { // the stash keeps the rotated q and k
+            qkv.forward(ctx, q, x, rows);
+            ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
+            ctx.stash().save(name + ".qkv", StashKind.ATTENTION_QKV, q);
+        } else {
+            qkv.forward(ctx, q, ctx.stash().saveByProducer(name + ".qkv", StashKind.ATTENTION_QKV, q), x, rows);
+        }
         ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
-        ctx.stash().save(name + ".qkv", StashKind.ATTENTION_QKV, q);
         if (!recompute) {
             ctx.stash().save(name + ".att", StashKind.ATTENTION_OUTPUT, att);
             ctx.stash().save(name + ".lse", StashKind.SOFTMAX_STATS, lse);

@@ -29,8 +29,9 @@ public final class GeluMlp implements Mlp {
                 && ctx.stash().policy().format(StashKind.LINEAR_INPUT) != null;
         Tensor act = recompute ? ctx.buffers().get("mlp.gelu.recomputed", shape)
                 : ctx.stashed(name + ".gelu", "mlp.gelu", shape, StashKind.LINEAR_INPUT);
-        fc.forwardGelu(ctx, act, pre, x, rows);
-        ctx.stash().save(name + ".fc", StashKind.ACTIVATION_INPUT, pre);
+        Quantized preq = ctx.stash().saveByProducer(name + ".fc", StashKind.ACTIVATION_INPUT, pre);
+        if (preq != null) fc.forwardGelu(ctx, act, pre, preq, x, rows);
+        else fc.forwardGelu(ctx, act, pre, x, rows);
         if (recompute) proj.forwardRecomputable(ctx, y, act, rows);
         else proj.forward(ctx, y, act, rows);
     }

@@ -1,5 +1,7 @@
 package frugal.nn;
 
+import frugal.FrugalException;
+import frugal.quant.Quantized;
 import frugal.stash.QuantPoint;
 import frugal.stash.Stash;
 import frugal.stash.StashKind;
@@ -35,7 +37,12 @@ public final class Linear {
 
     /** y[rows, out] = x[rows, in]·Wᵀ + b; stashes x (DSQ's q1), with x and W as the GEMM reads them at q0. */
     public void forward(Context ctx, Tensor y, Tensor x, int rows) {
-        forward(ctx, y, null, x, rows, true);
+        forward(ctx, y, null, null, x, rows, true);
+    }
+
+    /** forward that also writes yq, the stash's quantized copy of y ({@link Stash#saveByProducer}), as it writes y. */
+    public void forward(Context ctx, Tensor y, Quantized yq, Tensor x, int rows) {
+        forward(ctx, y, null, yq, x, rows, true);
     }
 
     /**
@@ -43,7 +50,15 @@ public final class Linear {
      * a pass over pre); stashes and quantizes as {@link #forward(Context, Tensor, Tensor, int)}.
      */
     public void forwardGelu(Context ctx, Tensor act, Tensor pre, Tensor x, int rows) {
-        forward(ctx, act, pre, x, rows, true);
+        forward(ctx, act, pre, null, x, rows, true);
+    }
+
+    /**
+     * forwardGelu where the stash keeps pre only as its quantized copy preq: written as the product writes act, while
+     * pre itself may stay unwritten (scratch).
+     */
+    public void forwardGelu(Context ctx, Tensor act, Tensor pre, Quantized preq, Tensor x, int rows) {
+        forward(ctx, act, pre, preq, x, rows, true);
     }
 
     /**
@@ -51,17 +66,26 @@ public final class Linear {
      * (GeluMlp's proj, whose input GELU(pre) comes back from the stashed pre).
      */
     public void forwardRecomputable(Context ctx, Tensor y, Tensor x, int rows) {
-        forward(ctx, y, null, x, rows, false);
+        forward(ctx, y, null, null, x, rows, false);
     }
 
-    /** y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre); x stashed where stashInput. */
-    private void forward(Context ctx, Tensor y, Tensor pre, Tensor x, int rows, boolean stashInput) {
+    /**
+     * y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre); x stashed where stashInput. productq, where
+     * non-null, receives the quantized copy of the product (pre where there is one, else y).
+     */
+    private void forward(Context ctx, Tensor y, Tensor pre, Quantized productq, Tensor x, int rows, boolean stashInput) {
         Stash s = ctx.stash();
         if (stashInput) s.save(name + ".in", StashKind.LINEAR_INPUT, x);
         Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
         Tensor b = bias == null ? null : bias.compute();
-        if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
-        else ctx.ops().linearGeluForward(y, pre, xq, wq, b, rows, out, in);
+        try {
+            if (productq != null && pre == null) ctx.ops().linearForwardQuantized(y, productq, xq, wq, b, rows, out, in);
+            else if (productq != null) ctx.ops().linearGeluForwardQuantized(y, pre, productq, xq, wq, b, rows, out, in);
+            else if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
+            else ctx.ops().linearGeluForward(y, pre, xq, wq, b, rows, out, in);
+        } catch (FrugalException e) {
+            throw s.failure("stash of " + name + "'s product", e);
+        }
         s.ledger().gemm((double) rows * out * in, x.size(), s.bits(QuantPoint.Q0), wq.size(), s.bits(QuantPoint.Q0));
     }
 
