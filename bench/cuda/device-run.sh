@@ -4,7 +4,7 @@
 # "before"), the Java runtime in .gpu-jre/.
 #   bash .gpu-cuda/device-run.sh [sections...]
 # sections, run in the order given (default: tests attention bench before torch ncu):
-#   tests      the CUDA test package, then the attention test again on the two-pass backward and on unpipelined kernels
+#   tests      the CUDA test package (TEST_SELECT: other JUnit selectors), then the attention test again on the two-pass backward and on unpipelined kernels
 #              (TEST_VARIANTS, empty: not)
 #   gemm       CudaOpsBench --gemm: bf16 GEMMs of the GPT-2 step, candidates timed (8) and the heuristic's first (1)
 #   attention  CudaOpsBench --attention, one-pass and two-pass backward
@@ -15,11 +15,13 @@
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
 #   ncu        per-kernel GPU time of one step (ncu_step.py); NCU_ARGS adds bench options (e.g. a stash config)
+#   stash-gemm CudaOpsBench --stash-gemm: stash_gemm.cu's quantizing products against cuBLASLt's and quantize
 #   quant      CudaOpsBench --quant: quantize/dequantize of bf16 16384x3072 and 16384x768, fast kernels against the
 #              general ones (same bytes checked on the GPU first), ms and GB/s
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
 #              the largest batch whose step fits in FIT_GIB (default 8.6: keep at batch 16 needs 8.54; 0: not probed),
-#              under the environment DSQ_ENV (e.g. FRUGAL_CUDA_STASH_FUSED=0: quantization after the producers)
+#              under each environment setting of DSQ_ENV (space-separated, e.g. FRUGAL_CUDA_STASH_FUSED=0: quantization
+#              after the producers)
 #   dsq-train  DsqExperiment: GPT-2 124M on the JDK-sources tokens ($G/data/jdk-8mb-gpt2.tokens.xz), batch 8 × 1024,
 #              DSQ_STEPS steps (400), seeds DSQ_SEEDS (1337,1338), settings keep,dsq,dsq-stash,bfp8,bfp4; the report
 #              files (table, jsonl, plots) come back as $OUT/dsq.tgz
@@ -54,7 +56,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
 for s in $sections; do
   case $s in
     tests)
-      section tests 150 "${JAVA[@]}" "${JUNIT[@]}" --select-package frugal.backend.cuda
+      section tests 150 "${JAVA[@]}" "${JUNIT[@]}" ${TEST_SELECT:---select-package frugal.backend.cuda}
       for v in ${TEST_VARIANTS-FRUGAL_CUDA_FLASH_FUSED=0 FRUGAL_CUDA_FLASH_PIPE=0 FRUGAL_CUDA_FLASH_WGMMA=0 FRUGAL_CUDA_FLASH_WG2=0}; do
         echo "# $v" >> "$OUT/tests.log"
         section tests 40 env $v "${JAVA[@]}" "${JUNIT[@]}" --select-method frugal.backend.cuda.CudaBf16OpsTest#attention
@@ -99,14 +101,19 @@ for s in $sections; do
       ncu -i $TMP/step.ncu-rep --csv --page raw --metrics gpu__time_duration.sum > $TMP/step.csv 2>>"$OUT/ncu.log" \
         && python3 $G/ncu_step.py $TMP/step.csv >> "$OUT/ncu.log" && sed -n '/^one step/,$p' "$OUT/ncu.log" | head -50 ;;
     dsq-bench)
-      for st in ${DSQ_SETTINGS:-keep dsq-stash dsq bfp8 bfp4}; do
-        echo "# stash $st ${DSQ_ENV:-}" >> "$OUT/dsq-bench.log"
-        if [ "${st#dsq-}" != "$st" ]; then arg=(--stash-config docs/experiments/$st.conf); else arg=(--stash $st); fi
-        [ "${FIT_GIB:-8.6}" != 0 ] && arg+=(--fit-memory ${FIT_GIB:-8.6})
-        section dsq-bench 90 env ${DSQ_ENV:-FRUGAL_CUDA_STASH_FUSED=1} "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" \
-          --steps 20 --warmup 3 --profile-steps 0 "${arg[@]}"
+      for e in ${DSQ_ENV:-FRUGAL_CUDA_STASH_FUSED=1}; do
+        for st in ${DSQ_SETTINGS:-keep dsq-stash dsq bfp8 bfp4}; do
+          echo "# stash $st $e" >> "$OUT/dsq-bench.log"
+          if [ "${st#dsq-}" != "$st" ]; then arg=(--stash-config docs/experiments/$st.conf); else arg=(--stash $st); fi
+          [ "${FIT_GIB:-8.6}" != 0 ] && arg+=(--fit-memory ${FIT_GIB:-8.6})
+          section dsq-bench 90 env $e "${JAVA[@]}" -cp $G/frugal.jar frugal.cli.Main "${BENCH[@]}" \
+            --steps 20 --warmup 3 --profile-steps 0 "${arg[@]}"
+        done
       done
       grep -E "^# stash|^step|^device|^stash \(|^largest|^memory traffic|rror" "$OUT/dsq-bench.log" ;;
+    stash-gemm)
+      section stash-gemm 90 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --stash-gemm
+      sed -n '/^---- /,$p' "$OUT/stash-gemm.log" ;;
     quant)
       section quant 120 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --quant
       sed -n '/^---- /,$p' "$OUT/quant.log" ;;

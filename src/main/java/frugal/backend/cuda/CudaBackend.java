@@ -28,7 +28,7 @@ import java.util.Map;
 public final class CudaBackend implements Backend {
     private static final String ELEMENTWISE = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", OPTIM = "optim.cu",
             ATTENTION = "attention.cu", FLASH = "flash.cu", QUANT = "quant.cu", STASH_NORMS = "stash_norms.cu",
-            STASH_GELU = "stash_gelu.cu";
+            STASH_GELU = "stash_gelu.cu", STASH_GEMM = "stash_gemm.cu";
     private static final int ATTENTION_WARPS = 8;
     /**
      * FRUGAL_CUDA_BIAS_EPILOGUE, FRUGAL_CUDA_GELU_EPILOGUE, FRUGAL_CUDA_DGELU_EPILOGUE (each 1 by default): 0 does that
@@ -515,6 +515,57 @@ public final class CudaBackend implements Backend {
         if (!GELU_EPILOGUE || !linearEpilogue("linearGeluForward", act, pre, a, b, bias, m, n, k)) {
             Backend.super.linearGeluForward(act, pre, a, b, f32Bias(bias), m, n, k);
         }
+    }
+
+    @Override
+    public void linearForwardQuantized(Tensor out, Quantized outq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        bind();
+        if (!stashGemm("linearForwardQuantized", false, out, outq, a, b, bias, m, n, k)) {
+            Backend.super.linearForwardQuantized(out, outq, a, b, bias, m, n, k);
+        }
+    }
+
+    /** On Hopper, stash_gemm.cu's product: it writes act and preq, and pre stays unwritten. */
+    @Override
+    public void linearGeluForwardQuantized(Tensor act, Tensor pre, Quantized preq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        bind();
+        if (!stashGemm("linearGeluForwardQuantized", true, act, preq, a, b, bias, m, n, k)) {
+            Backend.super.linearGeluForwardQuantized(act, pre, preq, a, b, bias, m, n, k);
+        }
+    }
+
+    /** Whether {@link #stashGemm} takes these operands. */
+    boolean stashGemmTakes(Tensor out, Quantized q, Tensor a, Tensor w, Tensor bias, int m, int n, int k) {
+        int bits = q.format().bits();
+        return stashFusion && stashGemm && arch == 90 && m > 0 && n % 256 == 0 && k % 64 == 0 && (bits == 3 || bits == 4 || bits == 8)
+                && out.dtype() == DType.BF16 && a.dtype() == DType.BF16 && w.dtype() == DType.BF16
+                && (bias == null || bias.dtype() == DType.BF16) && fastQuant(q.format(), out, q.packed()) && aligned16(out, a, w);
+    }
+
+    /** Bytes of shared memory of stash_gemm.cu's blocks: 4 stages of (128 + 256) rows × 64 bf16, and the alignment. */
+    private static final int STASH_GEMM_SHARED = 4 * (128 + 256) * 64 * 2 + 1024;
+
+    /**
+     * out[m,n] = a[m,k]·w[n,k]ᵀ + bias, or GELU of it, with the product's quantized copy q, in stash_gemm.cu's product:
+     * on Hopper for bf16 operands (bias bf16 or none), n a multiple of 256, k of 64, and 3-, 4- or 8-bit formats of the
+     * fast quantize kernels. False, having queued nothing, otherwise (A/B: FRUGAL_CUDA_STASH_GEMM=0, or STASH_FUSED=0).
+     */
+    private boolean stashGemm(String op, boolean gelu, Tensor out, Quantized q, Tensor a, Tensor w, Tensor bias, int m, int n, int k) {
+        if (!stashGemmTakes(out, q, a, w, bias, m, n, k)) return false;
+        QuantFormat f = q.format();
+        int bits = f.bits();
+        need(op, "a", a, (long) m * k);
+        need(op, "w", w, (long) n * k);
+        need(op, "out", out, (long) m * n);
+        if (bias != null) need(op, "bias", bias, n);
+        f.checkBuffers(q.packed(), q.scales(), (long) m * n);
+        kernels.launch(STASH_GEMM, (gelu ? "gemm_gelu_q" : "gemm_q") + bits + "_bf16", n / 256, (m + 127) / 128, 1, 256, 1, 1,
+                STASH_GEMM_SHARED, out, a, w, bias, m, n, k, q.packed(), q.scales(), QuantFormat.seedBits(q.seed()), aligned4(q.scales()),
+                Integer.numberOfTrailingZeros(f.block() / 8), f.scheme() == QuantFormat.Scheme.INT ? 1 : 0,
+                f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, quantErrors);
+        quantizeCalls++;
+        quantizeUnchecked = true;
+        return true;
     }
 
     /**
@@ -1101,6 +1152,13 @@ public final class CudaBackend implements Backend {
 
     void fuseStashQuantization(boolean on) {
         stashFusion = on;
+    }
+
+    /** Whether the stashed products of linear layers run as stash_gemm.cu's, quantizing in their epilogue (A/B: FRUGAL_CUDA_STASH_GEMM=0). */
+    private boolean stashGemm = !"0".equals(System.getenv("FRUGAL_CUDA_STASH_GEMM"));
+
+    void useStashGemm(boolean on) {
+        stashGemm = on;
     }
 
     /**

@@ -1,6 +1,7 @@
 package frugal.backend.cuda;
 
 import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
@@ -234,6 +235,39 @@ public final class CudaOpsBench {
         for (String line : lines) System.out.println(line);
     }
 
+    /**
+     * The stashed products of GPT-2 124M at batch 16 × 1024 under a quantized stash: fc (GELU; its input stashed) and
+     * the q/k/v projection, each as stash_gemm.cu's one product against cuBLASLt's followed by quant.cu's quantize, and
+     * cuBLASLt's product alone (what keeping the stash costs).
+     */
+    private void stashGemms() {
+        int rows = 16 * 1024, C = 768;
+        Tensor x = randomBf16(rows, C), y = randomBf16(rows, 4 * C), pre = randomBf16(rows, 4 * C);
+        Tensor w = randomBf16(4 * C, C), bias = randomBf16(4 * C);
+        for (String name : new String[]{"bfp4/32/rn", "bfp3/32/rn", "bfp4/32/sr"}) {
+            QuantFormat f = QuantFormat.parse(name);
+            for (int out : new int[]{4 * C, 3 * C}) {
+                boolean gelu = out == 4 * C;
+                long n = (long) rows * out;
+                Quantized q = new Quantized(gpu.allocate(DType.I8, (int) f.packedBytes(n)), gpu.allocate(DType.I8, (int) f.scalesBytes(n)), f, 7);
+                String shape = (gelu ? " fc+GELU " : " qkv ") + rows + "x" + out + "x" + C + " " + f;
+                double flops = 2.0 * rows * out * C;
+                Runnable op = gelu ? () -> gpu.linearGeluForwardQuantized(y, pre, q, x, w, bias, rows, out, C)
+                        : () -> gpu.linearForwardQuantized(y, q, x, w, bias, rows, out, C);
+                gpu.useStashGemm(false);
+                time("cuBLASLt product alone" + shape, flops, 0, gelu ? () -> gpu.linearGeluForward(y, pre, x, w, bias, rows, out, C)
+                        : () -> gpu.linearForward(y, x, w, bias, rows, out, C));
+                time("cuBLASLt, then quantize" + shape, flops, 0, op);
+                gpu.useStashGemm(true);
+                time("stash_gemm.cu" + shape, flops, 0, op);
+                gpu.release(q.packed());
+                gpu.release(q.scales());
+            }
+        }
+        System.out.println("---- " + gpu.name() + ", stashed products (TFLOP/s of the product, quantization included)");
+        for (String line : lines) System.out.println(line);
+    }
+
     /** Whether a and b hold the same bytes. */
     private boolean sameBytes(Tensor a, Tensor b) {
         byte[] ha = new byte[Math.toIntExact(a.byteSize())], hb = new byte[Math.toIntExact(b.byteSize())];
@@ -245,7 +279,7 @@ public final class CudaOpsBench {
     /**
      * {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16;
      * {@code --attention}: its bf16 attention; {@code --quant}: quantize and dequantize at its shapes (fast paths against
-     * the general kernels).
+     * the general kernels); {@code --stash-gemm}: stash_gemm.cu's products against cuBLASLt's and quantize.
      */
     public static void main(String[] args) {
         if (!CudaBackend.isAvailable()) {
@@ -253,13 +287,14 @@ public final class CudaOpsBench {
             System.exit(1);
         }
         String mode = args.length > 0 ? args[0] : "";
-        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention") || mode.equals("--quant");
+        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention") || mode.equals("--quant") || mode.equals("--stash-gemm");
         try (CudaBackend gpu = new CudaBackend(0, mode.equals("--tf32"), bf16 ? DType.BF16 : DType.F32)) {
             CudaOpsBench bench = new CudaOpsBench(gpu);
             switch (mode) {
                 case "--gemm" -> bench.gemms();
                 case "--attention" -> bench.attention();
                 case "--quant" -> bench.quant();
+                case "--stash-gemm" -> bench.stashGemms();
                 default -> bench.run();
             }
         }

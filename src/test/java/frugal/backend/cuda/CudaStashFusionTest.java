@@ -163,8 +163,56 @@ class CudaStashFusionTest {
     }
 
     /**
+     * stash_gemm.cu's products against cuBLASLt's followed by quant.cu's kernels: the product within bf16 rounding
+     * (another order of fp32 sums), its quantized copy exactly what quantize makes of the product it wrote, and the GELU
+     * form's copy the same bytes as the plain form's, with GELU of the product as gelu_forward computes it.
+     */
+    @Test
+    void stashGemmWritesTheProductAndTheBytesQuantizeWould() {
+        Random rng = new Random(SEED);
+        int[][] shapes = {{512, 768, 768}, {301, 256, 64}, {128, 3072, 768}, {200, 512, 192}};
+        String[] formats = {"bfp4", "bfp3/32/sr", "int8/64", "bfp4/256", "int4/8/sr", "bfp8/16"};
+        for (int i = 0; i < formats.length; i++) {
+            int[] shape = shapes[i % shapes.length];
+            int m = shape[0], n = shape[1], k = shape[2];
+            QuantFormat f = QuantFormat.parse(formats[i]);
+            boolean withBias = i % 3 != 1;
+            String what = m + "×" + n + "×" + k + ", " + formats[i] + (withBias ? ", bias" : "") + " (seed " + SEED + ")";
+            long mn = (long) m * n;
+            Tensor a = bf16(rng, m * k, 1), w = bf16(rng, n * k, 1 / Math.sqrt(k)), bias = withBias ? bf16(rng, n, 0.5) : null;
+            Tensor outA = gpu.allocate(DType.BF16, (int) mn), outB = gpu.allocate(DType.BF16, (int) mn);
+            Tensor act = gpu.allocate(DType.BF16, (int) mn), pre = gpu.allocate(DType.BF16, (int) mn), gelu = gpu.allocate(DType.BF16, (int) mn);
+            long seed = rng.nextLong();
+            Quantized qA = target(f, mn, seed), qB = target(f, mn, seed), qG = target(f, mn, seed), qC = target(f, mn, seed);
+            assertTrue(gpu.stashGemmTakes(outB, qB, a, w, bias, m, n, k), "stash_gemm.cu does not take " + what);
+
+            gpu.useStashGemm(false);
+            gpu.linearForwardQuantized(outA, qA, a, w, bias, m, n, k);
+            gpu.useStashGemm(true);
+            gpu.linearForwardQuantized(outB, qB, a, w, bias, m, n, k);
+            gpu.linearGeluForwardQuantized(act, pre, qG, a, w, bias, m, n, k);
+
+            assertRelative("product, " + what, CudaModelTest.read(gpu, outA), CudaModelTest.read(gpu, outB), 4e-3);
+            gpu.quantize(qC.packed(), qC.scales(), outB, mn, f, seed);
+            assertArrayEquals(bytes(qC.packed()), bytes(qB.packed()), "packed values, " + what);
+            assertArrayEquals(bytes(qC.scales()), bytes(qB.scales()), "scales, " + what);
+            assertArrayEquals(bytes(qB.packed()), bytes(qG.packed()), "GELU form's packed values, " + what);
+            assertArrayEquals(bytes(qB.scales()), bytes(qG.scales()), "GELU form's scales, " + what);
+            gpu.geluForward(gelu, outB, mn);
+            assertArrayEquals(bytes(gelu), bytes(act), "GELU, " + what);
+            for (Tensor t : new Tensor[]{a, w, outA, outB, act, pre, gelu}) gpu.release(t);
+            if (bias != null) gpu.release(bias);
+            for (Quantized q : new Quantized[]{qA, qB, qG, qC}) {
+                gpu.release(q.packed());
+                gpu.release(q.scales());
+            }
+        }
+    }
+
+    /**
      * A GPT-2 of width 256 (so that the fused kernels run) through a 4-bit stash: the same loss and gradients with the
-     * stash's quantization fused into its producers and consumers as without (up to the order of atomic adds).
+     * stash's quantization fused into its producers and consumers as without (up to the order of atomic adds); with the
+     * products of stash_gemm.cu, nearer to it than to the same step without quantization.
      */
     @Test
     void aModelThroughTheFusedStashMatchesTheUnfusedOne() {
@@ -182,25 +230,43 @@ class CudaStashFusionTest {
         gpu.upload(ids, MemorySegment.ofArray(in));
         gpu.upload(targets, MemorySegment.ofArray(tg));
         List<List<float[]>> runs = new ArrayList<>();
-        for (boolean fused : new boolean[]{false, true}) {
-            gpu.fuseStashQuantization(fused);
-            Context ctx = Context.of(gpu, StashPolicy.parse("q1 = bfp4\n", 100), 5);
+        // unfused; fused with cuBLASLt's products; fused with stash_gemm.cu's, whose sums run in another order; no
+        // quantization, whose distance is the yardstick for the third
+        String[] policies = {"q1 = bfp4\n", "q1 = bfp4\n", "q1 = bfp4\n", "q1 = keep\n"};
+        for (int run = 0; run < policies.length; run++) {
+            gpu.fuseStashQuantization(run > 0);
+            gpu.useStashGemm(run == 2);
+            Context ctx = Context.of(gpu, StashPolicy.parse(policies[run], 100), 5);
             model.params().zeroGrad();
             ctx.stash().beginStep(1);
             model.forward(ctx, ids, targets, losses, batch, seq, 1f / rows);
             model.backward(ctx, batch, seq);
-            List<float[]> run = new ArrayList<>();
-            run.add(CudaModelTest.read(gpu, losses));
-            for (Param p : model.params().all()) run.add(CudaModelTest.read(gpu, p.grad()));
-            runs.add(run);
+            List<float[]> grads = new ArrayList<>();
+            grads.add(CudaModelTest.read(gpu, losses));
+            for (Param p : model.params().all()) grads.add(CudaModelTest.read(gpu, p.grad()));
+            runs.add(grads);
         }
         gpu.fuseStashQuantization(true);
+        gpu.useStashGemm(true);
         assertArrayEquals(runs.get(0).get(0), runs.get(1).get(0), "losses (seed " + SEED + ")");
+        assertRelative("losses with stash_gemm.cu (seed " + SEED + ")", runs.get(1).get(0), runs.get(2).get(0), 1e-4);
         for (int i = 1; i < runs.get(0).size(); i++) {
-            assertRelative("gradient " + model.params().all().get(i - 1).name() + " (seed " + SEED + ")", runs.get(0).get(i),
-                    runs.get(1).get(i), 1e-3);
+            String name = "gradient " + model.params().all().get(i - 1).name() + " (seed " + SEED + ")";
+            assertRelative(name, runs.get(0).get(i), runs.get(1).get(i), 1e-3);
+            // a product rounded the other way now and then moves a value across a quantization level: the gradients
+            // move, but by less than the quantization itself moves them
+            double products = distance(runs.get(1).get(i), runs.get(2).get(i)), quantization = distance(runs.get(3).get(i), runs.get(1).get(i));
+            assertTrue(products <= quantization, name + ": stash_gemm.cu's products move it by " + products
+                    + ", more than the 4-bit stash does (" + quantization + ")");
         }
         assertEquals(runs.get(0).size(), model.params().all().size() + 1);
+    }
+
+    /** ‖b − a‖. */
+    private static double distance(float[] a, float[] b) {
+        double sum = 0;
+        for (int j = 0; j < a.length; j++) sum += (a[j] - b[j]) * (double) (a[j] - b[j]);
+        return Math.sqrt(sum);
     }
 
     /** ‖b − a‖ ≤ tolerance·‖a‖. */
