@@ -534,7 +534,11 @@ public final class CudaBackend implements Backend {
         }
     }
 
-    /** Whether {@link #stashGemm} takes these operands. */
+    /**
+     * Whether stash_gemm.cu's product takes these operands: on Hopper, bf16 operands (bias bf16 or none), n a multiple of
+     * 256, k of 64, a 16-byte aligned (its rows for the bulk copies), 3-, 4- or 8-bit formats of the fast quantize
+     * kernels (A/B: FRUGAL_CUDA_STASH_GEMM=0, or STASH_FUSED=0).
+     */
     boolean stashGemmTakes(Tensor out, Quantized q, Tensor a, Tensor w, Tensor bias, int m, int n, int k) {
         int bits = q.format().bits();
         return stashFusion && stashGemm && arch == 90 && m > 0 && n % 256 == 0 && k % 64 == 0 && (bits == 3 || bits == 4 || bits == 8)
@@ -542,27 +546,44 @@ public final class CudaBackend implements Backend {
                 && (bias == null || bias.dtype() == DType.BF16) && fastQuant(q.format(), out, q.packed()) && aligned16(out, a, w);
     }
 
-    /** Bytes of shared memory of stash_gemm.cu's blocks: 4 stages of (128 + 256) rows × 64 bf16, and the alignment. */
-    private static final int STASH_GEMM_SHARED = 4 * (128 + 256) * 64 * 2 + 1024;
+    /**
+     * Bytes of shared memory of stash_gemm.cu's blocks: 4 stages of (128 + 256) rows × 64 bf16, their 8 barriers, and
+     * the alignment.
+     */
+    private static final int STASH_GEMM_SHARED = 4 * (128 + 256) * 64 * 2 + 64 + 1024;
+
+    /** Tensor maps (bulk-copy descriptors) by matrix and box, built once: a step's tensors keep their addresses. */
+    private final Map<TensorMapKey, MemorySegment> tensorMaps = new HashMap<>();
+    private final Arena tensorMapArena = Arena.ofShared();
+
+    private record TensorMapKey(long address, int rows, int cols, int boxRows) {
+    }
+
+    /** The tensor map of the bf16 matrix t [rows × cols] read in boxes of boxRows × 64 (CudaDriver.encodeTensorMap). */
+    private MemorySegment tensorMap(Tensor t, int rows, int cols, int boxRows) {
+        return tensorMaps.computeIfAbsent(new TensorMapKey(t.data().address(), rows, cols, boxRows), key -> {
+            MemorySegment map = tensorMapArena.allocate(CudaDriver.TENSOR_MAP_BYTES, CudaDriver.TENSOR_MAP_ALIGNMENT);
+            cu.encodeTensorMap(map, key.address(), rows, cols, boxRows, 64);
+            return map;
+        });
+    }
 
     /**
-     * out[m,n] = a[m,k]·w[n,k]ᵀ + bias, or GELU of it, with the product's quantized copy q, in stash_gemm.cu's product:
-     * on Hopper for bf16 operands (bias bf16 or none), n a multiple of 256, k of 64, and 3-, 4- or 8-bit formats of the
-     * fast quantize kernels. False, having queued nothing, otherwise (A/B: FRUGAL_CUDA_STASH_GEMM=0, or STASH_FUSED=0).
+     * out[m,n] = a[m,k]·w[n,k]ᵀ + bias, or GELU of it, with the product's quantized copy q, in stash_gemm.cu's product
+     * ({@link #stashGemmTakes}). False, having queued nothing, where it does not take them.
      */
     private boolean stashGemm(String op, boolean gelu, Tensor out, Quantized q, Tensor a, Tensor w, Tensor bias, int m, int n, int k) {
         if (!stashGemmTakes(out, q, a, w, bias, m, n, k)) return false;
         QuantFormat f = q.format();
-        int bits = f.bits();
         need(op, "a", a, (long) m * k);
         need(op, "w", w, (long) n * k);
         need(op, "out", out, (long) m * n);
         if (bias != null) need(op, "bias", bias, n);
         f.checkBuffers(q.packed(), q.scales(), (long) m * n);
-        kernels.launch(STASH_GEMM, (gelu ? "gemm_gelu_q" : "gemm_q") + bits + "_bf16", n / 256, (m + 127) / 128, 1, 256, 1, 1,
-                STASH_GEMM_SHARED, out, a, w, bias, m, n, k, q.packed(), q.scales(), QuantFormat.seedBits(q.seed()), aligned4(q.scales()),
-                Integer.numberOfTrailingZeros(f.block() / 8), f.scheme() == QuantFormat.Scheme.INT ? 1 : 0,
-                f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, quantErrors);
+        kernels.launch(STASH_GEMM, (gelu ? "gemm_gelu_q" : "gemm_q") + f.bits() + "_bf16", n / 256, (m + 127) / 128, 1, 384, 1, 1,
+                STASH_GEMM_SHARED, tensorMap(a, m, k, 128), tensorMap(w, n, k, 256), out, bias, m, n, k, q.packed(), q.scales(),
+                QuantFormat.seedBits(q.seed()), aligned4(q.scales()), Integer.numberOfTrailingZeros(f.block() / 8),
+                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, quantErrors);
         quantizeCalls++;
         quantizeUnchecked = true;
         return true;
@@ -1432,6 +1453,7 @@ public final class CudaBackend implements Backend {
             if (scratchPtr != 0) cu.free(scratchPtr);
             cu.streamDestroy(stream);
             cu.primaryContextRelease(device);
+            tensorMapArena.close();
             closed = true;
         }
     }

@@ -39,7 +39,7 @@ final class CudaDriver {
             cuFuncSetAttribute, cuLaunchKernel, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize,
             cuGetErrorString, cuGetErrorName, cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate,
             cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy, cuEventCreate, cuEventRecord, cuEventSynchronize,
-            cuEventElapsedTime, cuEventDestroy;
+            cuEventElapsedTime, cuEventDestroy, cuTensorMapEncodeTiled;
 
     private CudaDriver(NativeLibs.Lib lib) {
         this.lib = lib;
@@ -82,6 +82,8 @@ final class CudaDriver {
         cuEventSynchronize = lib.fn("cuEventSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         cuEventElapsedTime = lib.fn("cuEventElapsedTime_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
         cuEventDestroy = lib.fn("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuTensorMapEncodeTiled = lib.fn("cuTensorMapEncodeTiled", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_LONG,
+                ADDRESS, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
     }
 
     /** Loads libcuda and runs cuInit(0) once per process. */
@@ -266,6 +268,24 @@ final class CudaDriver {
             MemorySegment v = arena.allocate(ADDRESS);
             call("cuModuleGetFunction(" + name + ")", cuModuleGetFunction, v, module, arena.allocateFrom(name));
             return v.get(ADDRESS, 0);
+        }
+    }
+
+    /** Bytes of a CUtensorMap, and its alignment. */
+    static final int TENSOR_MAP_BYTES = 128, TENSOR_MAP_ALIGNMENT = 64;
+    private static final int TENSOR_MAP_BF16 = 9, TENSOR_MAP_SWIZZLE_128B = 3, TENSOR_MAP_L2_256B = 3;
+
+    /**
+     * Writes into map the bulk tensor copy descriptor of the row-major bf16 matrix [rows × cols] at device address
+     * `address`: boxes of boxRows × boxCols elements (boxCols · 2 bytes = 128, the swizzle's line), landing in shared
+     * memory 128-byte swizzled (wgmma's layout); elements out of bounds read as zero.
+     */
+    void encodeTensorMap(MemorySegment map, long address, long rows, long cols, int boxRows, int boxCols) {
+        try (Arena arena = Arena.ofConfined()) {
+            call("cuTensorMapEncodeTiled", cuTensorMapEncodeTiled, map, TENSOR_MAP_BF16, 2, address,
+                    arena.allocateFrom(JAVA_LONG, cols, rows), arena.allocateFrom(JAVA_LONG, 2 * cols),
+                    arena.allocateFrom(JAVA_INT, boxCols, boxRows), arena.allocateFrom(JAVA_INT, 1, 1),
+                    0, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_256B, 0);
         }
     }
 

@@ -157,7 +157,10 @@ final class Kernels implements AutoCloseable {
         return maxSharedOptin;
     }
 
-    /** Launches {@code file:name} on the backend's stream. */
+    /**
+     * Launches {@code file:name} on the backend's stream. Arguments: a Tensor (its device address), Integer, Long, Float,
+     * null (a null pointer), or a MemorySegment holding a struct passed by value (the launch copies it).
+     */
     void launch(String file, String name, int gx, int gy, int gz, int bx, int by, int bz, int sharedBytes, Object... args) {
         if (args.length > MAX_ARGS) throw new IllegalArgumentException("too many kernel arguments: " + args.length);
         MemorySegment f = function(file, name);
@@ -175,7 +178,9 @@ final class Kernels implements AutoCloseable {
         }
         for (int i = 0; i < args.length; i++) {
             long off = 8L * i;
+            argPointers.setAtIndex(ValueLayout.ADDRESS, i, argValues.asSlice(off, 8));
             switch (args[i]) {
+                case MemorySegment byValue -> argPointers.setAtIndex(ValueLayout.ADDRESS, i, byValue); // a struct (a tensor map)
                 case Tensor t -> argValues.set(ValueLayout.JAVA_LONG, off, t.data().address());
                 case Integer v -> argValues.set(ValueLayout.JAVA_INT, off, v);
                 case Long v -> argValues.set(ValueLayout.JAVA_LONG, off, v);

@@ -1,14 +1,43 @@
-// Hopper (sm_90a) warpgroup MMA and its cp.async staging, for the kernels of our own products (stash_gemm.cu).
-// Operand tiles live in shared memory in the 128-byte swizzled layout that wgmma reads through matrix descriptors: a
-// row of 64 bf16 is one 128-byte line, 16-byte chunk ch of row r sits at chunk ch ^ (r % 8), tiles 1024-byte aligned.
+// Hopper (sm_90a) warpgroup MMA fed by the bulk tensor copy engine (TMA) through mbarriers, for the kernels of our own
+// products (stash_gemm.cu). Operand tiles live in shared memory in the 128-byte swizzled layout that TMA writes
+// (CU_TENSOR_MAP_SWIZZLE_128B) and wgmma reads through matrix descriptors: a row of 64 bf16 is one 128-byte line,
+// 16-byte chunk ch of row r sits at chunk ch ^ (r % 8), tiles 1024-byte aligned.
 
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;" ::: "memory");
+// A CUtensorMap (cuda.h's, which NVRTC does not see here): opaque, passed by value as a __grid_constant__ parameter.
+struct __align__(64) TensorMap {
+    unsigned long long opaque[16];
+};
+
+__device__ __forceinline__ unsigned smem_address(const void* p) {
+    return (unsigned) __cvta_generic_to_shared(p);
 }
 
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+__device__ __forceinline__ void mbarrier_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
+}
+
+// Arrives and expects `bytes` more of copies to complete on the barrier's current phase.
+__device__ __forceinline__ void mbarrier_arrive_expect(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+
+// Waits until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbarrier_wait(unsigned bar, unsigned parity) {
+    unsigned done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    } while (!done);
+}
+
+// The box of map at (column c, row r) into shared memory at dst, completing on barrier bar.
+__device__ __forceinline__ void tma_load_2d(unsigned dst, const TensorMap& map, int c, int r, unsigned bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 :: "r"(dst), "l"(reinterpret_cast<unsigned long long>(&map)), "r"(c), "r"(r), "r"(bar) : "memory");
 }
 
 // A wgmma matrix descriptor of the 128-byte swizzled operand at p: 8-row groups 1024 bytes apart (the stride byte
