@@ -90,6 +90,25 @@ public final class ProfilingBackend implements Backend {
     }
 
     @Override
+    public void linearForwardQuantized(Tensor out, Quantized outq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        long t = start();
+        inner.linearForwardQuantized(out, outq, a, b, bias, m, n, k);
+        stop((bias != null ? "matmul fwd (NT) + bias" : "matmul fwd (NT)") + " + stash quantization", t, 2.0 * m * n * k,
+                (long) m * k * elem(a) + (long) n * k * elem(b) + (long) m * n * elem(out) + (bias == null ? 0 : n * elem(bias))
+                        + outq.format().bytes((long) m * n));
+    }
+
+    /** Its traffic leaves pre out: scratch, which a fused kernel does not write. */
+    @Override
+    public void linearGeluForwardQuantized(Tensor act, Tensor pre, Quantized preq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        long t = start();
+        inner.linearGeluForwardQuantized(act, pre, preq, a, b, bias, m, n, k);
+        stop((bias != null ? "matmul fwd (NT) + bias + gelu" : "matmul fwd (NT) + gelu") + " + stash quantization", t, 2.0 * m * n * k,
+                (long) m * k * elem(a) + (long) n * k * elem(b) + (long) m * n * elem(act) + (bias == null ? 0 : n * elem(bias))
+                        + preq.format().bytes((long) m * n));
+    }
+
+    @Override
     public void linearWeightBackward(Tensor dweight, Tensor dbias, Tensor dout, Tensor a, int m, int n, int k) {
         long t = start();
         inner.linearWeightBackward(dweight, dbias, dout, a, m, n, k);

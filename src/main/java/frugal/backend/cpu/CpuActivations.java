@@ -52,14 +52,26 @@ final class CpuActivations {
     static void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
         QuantFormat f = preq.format();
         MemorySegment o = act.data(), xs = pre.data();
-        Block gelu = geluInto(o, xs);
         Parallel.forRange(Math.toIntExact(f.blocks(n)), 64, (b0, b1) -> {
             CpuQuant.dequantizeBlocks(xs, 0, preq.packed(), preq.scales(), n, f, b0, b1);
-            geluRange(xs, (long) b0 * f.block(), Math.min(n, (long) b1 * f.block()), gelu);
+            gelu(o, xs, (long) b0 * f.block(), Math.min(n, (long) b1 * f.block()), geluScratch());
         });
     }
 
-    /** The combining pass of geluForward: out = x / (1 + e). */
+    /** The scratch of {@link #gelu}: room for the exponentials of one block of values. */
+    static float[] geluScratch() {
+        return new float[BLOCK];
+    }
+
+    /**
+     * act[from, to) = GELU(x[from, to)), the values geluForward writes; act may be x (in place). e: a
+     * {@link #geluScratch}, which callers that go a short range at a time keep rather than allocate each time.
+     */
+    static void gelu(MemorySegment act, MemorySegment x, long from, long to, float[] e) {
+        geluRange(x, from, to, geluInto(act, x), e);
+    }
+
+    /** The combining pass of geluForward: out = x / (1 + e) (each value read before it is written: o may be xs). */
     private static Block geluInto(MemorySegment o, MemorySegment xs) {
         return (start, len, e) -> {
             int j = 0;
@@ -91,12 +103,11 @@ final class CpuActivations {
 
     /** Runs {@code combine} over blocks of x[0, n) with e = e^a, a = v·(A + B·v²) for the block's values v. */
     private static void geluBlocks(MemorySegment xs, long n, Block combine) {
-        Parallel.forElements(n, (from, to) -> geluRange(xs, from, to, combine));
+        Parallel.forElements(n, (from, to) -> geluRange(xs, from, to, combine, geluScratch()));
     }
 
-    /** [from, to) of geluBlocks: the exponentials of a block of values, then combine. */
-    private static void geluRange(MemorySegment xs, long from, long to, Block combine) {
-        float[] e = new float[BLOCK];
+    /** [from, to) of geluBlocks: the exponentials of a block of values into e (a geluScratch), then combine. */
+    private static void geluRange(MemorySegment xs, long from, long to, Block combine, float[] e) {
         for (long start = from; start < to; start += BLOCK) {
             int len = (int) Math.min(BLOCK, to - start);
             int j = 0;

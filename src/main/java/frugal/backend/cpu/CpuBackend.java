@@ -52,6 +52,28 @@ public final class CpuBackend implements Backend {
         CpuMatmul.matmul(out, a, b, m, n, k, transA, transB, accumulate);
     }
 
+    /** Fused (CpuLinear: quantized in the GEMM's epilogue) where n is a multiple of the block; else the composition. */
+    @Override
+    public void linearForwardQuantized(Tensor out, Quantized outq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        if (n % outq.format().block() != 0) {
+            Backend.super.linearForwardQuantized(out, outq, a, b, bias, m, n, k);
+            return;
+        }
+        outq.format().checkBuffers(outq.packed(), outq.scales(), (long) m * n);
+        CpuLinear.forwardQuantized(out, outq, a, b, bias, m, n, k);
+    }
+
+    /** Fused as linearForwardQuantized, leaving pre unwritten, where n is a multiple of the block; else the composition. */
+    @Override
+    public void linearGeluForwardQuantized(Tensor act, Tensor pre, Quantized preq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
+        if (n % preq.format().block() != 0) {
+            Backend.super.linearGeluForwardQuantized(act, pre, preq, a, b, bias, m, n, k);
+            return;
+        }
+        preq.format().checkBuffers(preq.packed(), preq.scales(), (long) m * n);
+        CpuLinear.geluForwardQuantized(act, preq, a, b, bias, m, n, k);
+    }
+
     @Override
     public void addBias(Tensor out, Tensor bias, int rows, int cols) {
         MemorySegment o = out.data(), b = bias.data();

@@ -21,7 +21,8 @@ import static java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED;
  * packed B panels hold NR = {@value #NV} vectors of columns along k, so all four transpose cases reduce
  * to one register-blocked micro-kernel (MR × NR accumulators, broadcast-A × vector-B FMAs). Edges are
  * zero-padded in the packed panels; every tile goes through a small heap buffer on its way to C. Tasks are handed out
- * dynamically to the {@link Parallel} threads.
+ * dynamically to the {@link Parallel} threads. A task of the last K super-block may hand the part of C it finished to
+ * an {@link Epilogue}, on its own thread while the part is in cache.
  */
 public final class CpuMatmul {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
@@ -56,8 +57,28 @@ public final class CpuMatmul {
     private static final ThreadLocal<Work> WORK = ThreadLocal.withInitial(Work::new);
     private static final ThreadLocal<float[][]> SHARED = ThreadLocal.withInitial(() -> new float[1][0]);
 
+    /** Work on a finished part of a product, rows [r0, r1) × columns [c0, c1) of out, which hold their final values. */
+    @FunctionalInterface
+    interface Epilogue {
+        void finish(int r0, int r1, int c0, int c1);
+    }
+
     public static void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k,
                               boolean transA, boolean transB, boolean accumulate) {
+        matmul(out, a, b, m, n, k, transA, transB, accumulate, 1, null);
+    }
+
+    /**
+     * The product of a linear layer's forward, out[m,n] = a[m,k]·b[n,k]ᵀ (overwriting), that hands every part of out to
+     * epilogue once the part is finished, on the thread that computed it. The parts tile out; each one's columns start
+     * at a multiple of columnAlign, and end at one or at n.
+     */
+    static void linearForward(Tensor out, Tensor a, Tensor b, int m, int n, int k, int columnAlign, Epilogue epilogue) {
+        matmul(out, a, b, m, n, k, false, true, false, columnAlign, epilogue);
+    }
+
+    private static void matmul(Tensor out, Tensor a, Tensor b, int m, int n, int k, boolean transA, boolean transB,
+                               boolean accumulate, int columnAlign, Epilogue epilogue) {
         if (m < 0 || n < 0 || k < 0) throw new IllegalArgumentException("negative matmul size " + m + "x" + n + "x" + k);
         check(out, (long) m * n, "out");
         check(a, (long) m * k, "a");
@@ -66,9 +87,10 @@ public final class CpuMatmul {
         MemorySegment c = out.data();
         if (k == 0) {
             if (!accumulate) c.asSlice(0, (long) m * n * 4).fill((byte) 0);
+            if (epilogue != null) epilogue.finish(0, m, 0, n);
             return;
         }
-        new Gemm(c, a.data(), b.data(), m, n, k, transA, transB, accumulate).run();
+        new Gemm(c, a.data(), b.data(), m, n, k, transA, transB, accumulate, columnAlign, epilogue).run();
     }
 
     private static void check(Tensor t, long elements, String name) {
@@ -88,11 +110,12 @@ public final class CpuMatmul {
         // own operand: panels [0, ownPanels), grouped into tasks of ownBlock panels
         final int ownPanels, ownBlock, ownBlocks;
         final int superK;
+        final Epilogue epilogue;
         float[] shared;
         int ks, ksz;
 
         Gemm(MemorySegment c, MemorySegment a, MemorySegment b, int m, int n, int k,
-             boolean transA, boolean transB, boolean accumulate) {
+             boolean transA, boolean transB, boolean accumulate, int columnAlign, Epilogue epilogue) {
             this.c = c;
             this.a = a;
             this.b = b;
@@ -102,6 +125,7 @@ public final class CpuMatmul {
             this.transA = transA;
             this.transB = transB;
             this.accumulate = accumulate;
+            this.epilogue = epilogue;
             this.aPanels = (m + MR - 1) / MR;
             this.bPanels = (n + NR - 1) / NR;
             this.shareA = (long) aPanels * MR <= (long) bPanels * NR;
@@ -109,7 +133,11 @@ public final class CpuMatmul {
             int sharedWidth = shareA ? MR : NR, ownWidth = shareA ? NR : MR;
             this.sharedPanels = shareA ? aPanels : bPanels;
             this.ownPanels = shareA ? bPanels : aPanels;
-            this.sharedBlock = Math.max(1, SHARED_BLOCK / sharedWidth);
+            // tasks take a multiple of the fewest B panels spanning whole runs of columnAlign columns, so that no run
+            // an epilogue works on (a quantization block) straddles two tasks
+            int columnPanels = 1;
+            while ((long) columnPanels * NR % columnAlign != 0) columnPanels++;
+            this.sharedBlock = roundUp(Math.max(1, SHARED_BLOCK / sharedWidth), shareA ? 1 : columnPanels);
             this.sharedBlocks = (sharedPanels + sharedBlock - 1) / sharedBlock;
             int ob = Math.max(1, OWN_BLOCK / ownWidth);
             if (parallel) {
@@ -118,7 +146,7 @@ public final class CpuMatmul {
                 int per = (ownPanels * sharedBlocks + want - 1) / want;
                 ob = Math.max(1, Math.min(ob, per));
             }
-            this.ownBlock = ob;
+            this.ownBlock = roundUp(ob, shareA ? columnPanels : 1);
             this.ownBlocks = (ownPanels + ownBlock - 1) / ownBlock;
             long sharedRows = (long) sharedPanels * sharedWidth;
             int sk = (int) Math.max(KC, Math.min(k, SHARED_LIMIT / sharedRows / KC * KC));
@@ -178,6 +206,10 @@ public final class CpuMatmul {
                     }
                 }
             }
+            if (epilogue != null && ks + ksz == k) {
+                int p0 = shareA ? s0 : o0, p1 = shareA ? s1 : o1, q0 = shareA ? o0 : s0, q1 = shareA ? o1 : s1;
+                epilogue.finish(p0 * MR, Math.min(m, p1 * MR), q0 * NR, Math.min(n, q1 * NR));
+            }
         }
 
         private void tile(Work w, float[] ap, int ao, float[] bp, int bo, int kc, int p, int q, boolean load) {
@@ -205,6 +237,10 @@ public final class CpuMatmul {
                 }
             }
         }
+    }
+
+    private static int roundUp(int x, int multiple) {
+        return (x + multiple - 1) / multiple * multiple;
     }
 
     /**

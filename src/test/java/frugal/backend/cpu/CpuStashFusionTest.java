@@ -1,5 +1,6 @@
 package frugal.backend.cpu;
 
+import frugal.FrugalException;
 import frugal.quant.QuantFormat;
 import frugal.quant.Quantized;
 import frugal.tensor.DType;
@@ -11,7 +12,9 @@ import java.lang.foreign.MemorySegment;
 import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -117,6 +120,15 @@ class CpuStashFusionTest {
         Tensor dx = ops.allocate(DType.F32, n), dw = ops.allocate(DType.F32, cols), db = ops.allocate(DType.F32, cols);
         assertFalse(ops.layerNormBackward(dx, dw, db, random(rng, n, 0, 1), xq, w, mean, rstd, rows, cols),
                 "48 columns in blocks of 32: the backward must dequantize first");
+
+        Tensor a = random(rng, rows * 16, 0, 1), weight = random(rng, cols * 16, 0, 0.25);
+        Tensor act = ops.allocate(DType.F32, n), pre = ops.allocate(DType.F32, n);
+        Quantized productq = target(f, n, 1), preq = target(f, n, 1);
+        ops.linearForwardQuantized(out, productq, a, weight, b, rows, cols, 16);
+        ops.linearGeluForwardQuantized(act, pre, preq, a, weight, b, rows, cols, 16);
+        ops.quantize(expected.packed(), expected.scales(), out, n, f, 1);
+        assertArrayEquals(bytes(expected.packed()), bytes(productq.packed()), "packed product, 48 columns in blocks of 32");
+        assertArrayEquals(bytes(expected.packed()), bytes(preq.packed()), "packed pre-activation, 48 columns in blocks of 32");
     }
 
     @Test
@@ -136,6 +148,91 @@ class CpuStashFusionTest {
             ops.geluRecompute(actB, preB, q, n);
             assertArrayEquals(bytes(preA), bytes(preB), "pre, " + what);
             assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+        }
+    }
+
+    /** The formats of linear products' stashes: the widths and roundings DSQ uses, blocks of 16 to 128. */
+    private static final String[] PRODUCT_FORMATS = {"bfp3/32/rn", "bfp3/32/sr", "bfp4/32/rn", "bfp4/16/sr", "int4/64/rn",
+            "int4/32/sr", "int8/128/rn", "int8/32/sr"};
+
+    /**
+     * {rows, cols, k}: a product small enough for one thread; one that shares B (more rows than columns) and one that
+     * shares A, whose tasks split the columns; rows never a multiple of the micro-kernel's 6, k over several K blocks.
+     */
+    private static final int[][] PRODUCT_SHAPES = {{67, 128, 64}, {509, 384, 192}, {131, 512, 300}};
+
+    @Test
+    void linearProductsQuantizeAsTheComposedOpsDo() {
+        Random rng = new Random(SEED);
+        for (int[] shape : PRODUCT_SHAPES) {
+            for (String name : PRODUCT_FORMATS) {
+                boolean bias = rng.nextInt(4) > 0;
+                checkLinearProducts(rng, shape[0], shape[1], shape[2], bias, QuantFormat.parse(name));
+            }
+        }
+    }
+
+    /** A k beyond one K super-block of CpuMatmul (a shared operand of one panel holds SHARED_LIMIT floats): the epilogue waits for the last. */
+    @Test
+    void linearProductsOverSeveralSuperBlocksOfKQuantizeAsTheComposedOpsDo() {
+        checkLinearProducts(new Random(SEED), 5, 32, CpuMatmul.SHARED_LIMIT / CpuMatmul.MR + CpuMatmul.KC, true,
+                QuantFormat.parse("bfp4/32/sr"));
+    }
+
+    private static void checkLinearProducts(Random rng, int rows, int cols, int k, boolean withBias, QuantFormat f) {
+        String what = rows + "x" + cols + "x" + k + (withBias ? " with bias" : "") + ", " + f + " (seed " + SEED + ")";
+        int n = rows * cols;
+        Tensor a = random(rng, rows * k, 0, 1), w = random(rng, cols * k, 0, 1 / Math.sqrt(k));
+        Tensor bias = withBias ? random(rng, cols, 0, 0.5) : null;
+        long seed = rng.nextLong();
+
+        Tensor outA = ops.allocate(DType.F32, n), outB = ops.allocate(DType.F32, n);
+        Quantized qA = target(f, n, seed), qB = target(f, n, seed);
+        ops.linearForward(outA, a, w, bias, rows, cols, k);
+        ops.quantize(qA.packed(), qA.scales(), outA, n, f, seed);
+        ops.linearForwardQuantized(outB, qB, a, w, bias, rows, cols, k);
+        assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
+        assertArrayEquals(bytes(qA.packed()), bytes(qB.packed()), "packed values, " + what);
+        assertArrayEquals(bytes(qA.scales()), bytes(qB.scales()), "scales, " + what);
+
+        Tensor actA = ops.allocate(DType.F32, n), preA = ops.allocate(DType.F32, n), actB = ops.allocate(DType.F32, n),
+                preB = ops.allocate(DType.F32, n);
+        Quantized preqA = target(f, n, seed), preqB = target(f, n, seed);
+        ops.linearGeluForward(actA, preA, a, w, bias, rows, cols, k);
+        ops.quantize(preqA.packed(), preqA.scales(), preA, n, f, seed);
+        ops.linearGeluForwardQuantized(actB, preB, preqB, a, w, bias, rows, cols, k);
+        assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+        assertArrayEquals(bytes(preqA.packed()), bytes(preqB.packed()), "pre's packed values, " + what);
+        assertArrayEquals(bytes(preqA.scales()), bytes(preqB.scales()), "pre's scales, " + what);
+        assertArrayEquals(new byte[n * 4], bytes(preB), "pre untouched (no full-precision copy written), " + what);
+    }
+
+    @Test
+    void aNonFiniteProductFailsAsQuantizeDoes() {
+        Random rng = new Random(SEED);
+        int rows = 131, cols = 512, k = 300, n = rows * cols;
+        for (String name : new String[]{"bfp4/32/rn", "int8/32/sr"}) {
+            QuantFormat f = QuantFormat.parse(name);
+            // one product element is Inf − Inf = NaN: a[r,p]·w[c,p] overflows to +Inf, a[r,p+1]·w[c,p+1] to −Inf; the
+            // others of row r and column c stay finite, so exactly one block fails whichever thread gets there first
+            Tensor a = random(rng, rows * k, 0, 1), w = random(rng, cols * k, 0, 1 / Math.sqrt(k)), bias = random(rng, cols, 0, 0.5);
+            int r = rng.nextInt(rows), c = rng.nextInt(cols), p = rng.nextInt(k - 1);
+            a.set((long) r * k + p, 1e30f);
+            a.set((long) r * k + p + 1, 1e30f);
+            w.set((long) c * k + p, 1e30f);
+            w.set((long) c * k + p + 1, -1e30f);
+            String what = name + ", NaN at row " + r + ", column " + c + " (seed " + SEED + ")";
+
+            Tensor out = ops.allocate(DType.F32, n), pre = ops.allocate(DType.F32, n);
+            Quantized q = target(f, n, 7);
+            ops.linearForward(out, a, w, bias, rows, cols, k);
+            FrugalException expected = assertThrows(FrugalException.class, () -> ops.quantize(q.packed(), q.scales(), out, n, f, 7), what);
+            FrugalException fused = assertThrows(FrugalException.class,
+                    () -> ops.linearForwardQuantized(out, q, a, w, bias, rows, cols, k), "linearForwardQuantized, " + what);
+            assertEquals(expected.getMessage(), fused.getMessage(), "linearForwardQuantized, " + what);
+            FrugalException fusedGelu = assertThrows(FrugalException.class,
+                    () -> ops.linearGeluForwardQuantized(out, pre, q, a, w, bias, rows, cols, k), "linearGeluForwardQuantized, " + what);
+            assertEquals(expected.getMessage(), fusedGelu.getMessage(), "linearGeluForwardQuantized, " + what);
         }
     }
 }
