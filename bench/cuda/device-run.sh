@@ -14,6 +14,7 @@
 #   before     the same step with frugal-before.jar (the build before this work)
 #   torch      bench/gpt2_torch.py eager and torch.compile, same shapes (TORCH_ARGS adds options)
 #   ncu-flash  Nsight Compute sections (speed of light, occupancy, warp states) of one forward and one backward kernel
+#              (NCU_KERNELS, NCU_BENCH: other kernels of another CudaOpsBench mode)
 #   ncu        per-kernel GPU time of one step (ncu_step.py); NCU_ARGS adds bench options (e.g. a stash config)
 #   stash-gemm CudaOpsBench --stash-gemm: stash_gemm.cu's quantizing products against cuBLASLt's and quantize
 #   quant      CudaOpsBench --quant: quantize/dequantize of bf16 16384x3072 and 16384x768, fast kernels against the
@@ -89,10 +90,10 @@ for s in $sections; do
       section torch 220 env PYTHONUNBUFFERED=1 python3 $G/gpt2_torch.py --vocab 50304 --steps 20 ${TORCH_ARGS:-}
       grep -E "^torch|^ " "$OUT/torch.log" | head -60 ;;
     ncu-flash)
-      for k in flash_forward flash_backward_fused; do
+      for k in ${NCU_KERNELS:-flash_forward flash_backward_fused}; do
         section ncu-flash 45 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
           --section MemoryWorkloadAnalysis -k "regex:$k" --launch-skip 3 --launch-count 1 \
-          "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --attention
+          "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench ${NCU_BENCH:---attention}
       done
       grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|Stall|Block Limit" "$OUT/ncu-flash.log" | head -60 ;;
     ncu)

@@ -547,10 +547,10 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Bytes of shared memory of stash_gemm.cu's blocks: 4 stages of (128 + 256) rows × 64 bf16, their 8 barriers, and
-     * the alignment.
+     * Bytes of shared memory of stash_gemm.cu's blocks: 3 stages of (128 + 256) rows × 64 bf16, the staged 128 × 256 bf16
+     * product, 8 warps' 33 staging slots, 6 barriers, and the alignment.
      */
-    private static final int STASH_GEMM_SHARED = 4 * (128 + 256) * 64 * 2 + 64 + 1024;
+    private static final int STASH_GEMM_SHARED = 3 * (128 + 256) * 64 * 2 + 128 * 256 * 2 + 8 * 33 * 8 + 6 * 8 + 1024;
 
     /** Tensor maps (bulk-copy descriptors) by matrix and box, built once: a step's tensors keep their addresses. */
     private final Map<TensorMapKey, MemorySegment> tensorMaps = new HashMap<>();
@@ -580,7 +580,8 @@ public final class CudaBackend implements Backend {
         need(op, "out", out, (long) m * n);
         if (bias != null) need(op, "bias", bias, n);
         f.checkBuffers(q.packed(), q.scales(), (long) m * n);
-        kernels.launch(STASH_GEMM, (gelu ? "gemm_gelu_q" : "gemm_q") + f.bits() + "_bf16", n / 256, (m + 127) / 128, 1, 384, 1, 1,
+        int tiles = n / 256 * ((m + 127) / 128);
+        kernels.launch(STASH_GEMM, (gelu ? "gemm_gelu_q" : "gemm_q") + f.bits() + "_bf16", Math.min(tiles, smCount), 1, 1, 384, 1, 1,
                 STASH_GEMM_SHARED, tensorMap(a, m, k, 128), tensorMap(w, n, k, 256), out, bias, m, n, k, q.packed(), q.scales(),
                 QuantFormat.seedBits(q.seed()), aligned4(q.scales()), Integer.numberOfTrailingZeros(f.block() / 8),
                 f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, quantErrors);

@@ -237,26 +237,29 @@ public final class CudaOpsBench {
 
     /**
      * The stashed products of GPT-2 124M at batch 16 × 1024 under a quantized stash: fc (GELU; its input stashed) and
-     * the q/k/v projection, each as stash_gemm.cu's one product against cuBLASLt's followed by quant.cu's quantize, and
+     * the q/k/v projection (and the MLP's projection, 4× deeper, as a probe of the products without their epilogue), each as stash_gemm.cu's one product against cuBLASLt's followed by quant.cu's quantize, and
      * cuBLASLt's product alone (what keeping the stash costs).
      */
     private void stashGemms() {
         int rows = 16 * 1024, C = 768;
-        Tensor x = randomBf16(rows, C), y = randomBf16(rows, 4 * C), pre = randomBf16(rows, 4 * C);
-        Tensor w = randomBf16(4 * C, C), bias = randomBf16(4 * C);
+        Tensor x = randomBf16(rows, 4 * C), y = randomBf16(rows, 4 * C), pre = randomBf16(rows, 4 * C);
+        Tensor w = randomBf16(4 * C, 4 * C), bias = randomBf16(4 * C);
+        // fc, qkv, and a product of 4× the depth (the MLP's projection, not stashed): its epilogue weighs 4× less
+        int[][] layers = {{4 * C, C}, {3 * C, C}, {C, 4 * C}};
         for (String name : new String[]{"bfp4/32/rn", "bfp3/32/rn", "bfp4/32/sr"}) {
             QuantFormat f = QuantFormat.parse(name);
-            for (int out : new int[]{4 * C, 3 * C}) {
+            for (int[] layer : layers) {
+                int out = layer[0], in = layer[1];
                 boolean gelu = out == 4 * C;
                 long n = (long) rows * out;
                 Quantized q = new Quantized(gpu.allocate(DType.I8, (int) f.packedBytes(n)), gpu.allocate(DType.I8, (int) f.scalesBytes(n)), f, 7);
-                String shape = (gelu ? " fc+GELU " : " qkv ") + rows + "x" + out + "x" + C + " " + f;
-                double flops = 2.0 * rows * out * C;
-                Runnable op = gelu ? () -> gpu.linearGeluForwardQuantized(y, pre, q, x, w, bias, rows, out, C)
-                        : () -> gpu.linearForwardQuantized(y, q, x, w, bias, rows, out, C);
+                String shape = (gelu ? " fc+GELU " : in == C ? " qkv " : " proj ") + rows + "x" + out + "x" + in + " " + f;
+                double flops = 2.0 * rows * out * in;
+                Runnable op = gelu ? () -> gpu.linearGeluForwardQuantized(y, pre, q, x, w, bias, rows, out, in)
+                        : () -> gpu.linearForwardQuantized(y, q, x, w, bias, rows, out, in);
                 gpu.useStashGemm(false);
-                time("cuBLASLt product alone" + shape, flops, 0, gelu ? () -> gpu.linearGeluForward(y, pre, x, w, bias, rows, out, C)
-                        : () -> gpu.linearForward(y, x, w, bias, rows, out, C));
+                time("cuBLASLt product alone" + shape, flops, 0, gelu ? () -> gpu.linearGeluForward(y, pre, x, w, bias, rows, out, in)
+                        : () -> gpu.linearForward(y, x, w, bias, rows, out, in));
                 time("cuBLASLt, then quantize" + shape, flops, 0, op);
                 gpu.useStashGemm(true);
                 time("stash_gemm.cu" + shape, flops, 0, op);

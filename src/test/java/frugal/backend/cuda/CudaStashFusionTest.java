@@ -255,8 +255,10 @@ class CudaStashFusionTest {
             assertRelative(name, runs.get(0).get(i), runs.get(1).get(i), 1e-3);
             // a product rounded the other way now and then moves a value across a quantization level: the gradients
             // move, but by less than the quantization itself moves them
+            // (or by 1% where the stash does not reach it: a gradient taken before backward reads anything stashed)
             double products = distance(runs.get(1).get(i), runs.get(2).get(i)), quantization = distance(runs.get(3).get(i), runs.get(1).get(i));
-            assertTrue(products <= quantization, name + ": stash_gemm.cu's products move it by " + products
+            double bound = Math.max(quantization, 0.01 * distance(runs.get(1).get(i), new float[runs.get(1).get(i).length]));
+            assertTrue(products <= bound, name + ": stash_gemm.cu's products move it by " + products
                     + ", more than the 4-bit stash does (" + quantization + ")");
         }
         assertEquals(runs.get(0).size(), model.params().all().size() + 1);
