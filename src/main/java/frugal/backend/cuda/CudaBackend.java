@@ -537,7 +537,7 @@ public final class CudaBackend implements Backend {
     /**
      * Whether stash_gemm.cu's product takes these operands: on Hopper, bf16 operands (bias bf16 or none), n a multiple of
      * 256, k of 64, a 16-byte aligned (its rows for the bulk copies), 3-, 4- or 8-bit formats of the fast quantize
-     * kernels (A/B: FRUGAL_CUDA_STASH_GEMM=0, or STASH_FUSED=0).
+     * kernels, and switched on (FRUGAL_CUDA_STASH_GEMM=1; STASH_FUSED=0 switches it off too).
      */
     boolean stashGemmTakes(Tensor out, Quantized q, Tensor a, Tensor w, Tensor bias, int m, int n, int k) {
         int bits = q.format().bits();
@@ -1176,8 +1176,12 @@ public final class CudaBackend implements Backend {
         stashFusion = on;
     }
 
-    /** Whether the stashed products of linear layers run as stash_gemm.cu's, quantizing in their epilogue (A/B: FRUGAL_CUDA_STASH_GEMM=0). */
-    private boolean stashGemm = !"0".equals(System.getenv("FRUGAL_CUDA_STASH_GEMM"));
+    /**
+     * Whether the stashed products of linear layers run as stash_gemm.cu's, quantizing in their epilogue: off unless
+     * FRUGAL_CUDA_STASH_GEMM=1, since its main loop reaches about 480 TFLOP/s where cuBLASLt's reaches 640-730, which
+     * costs more than the quantize pass it spares (docs/CUDA.md).
+     */
+    private boolean stashGemm = "1".equals(System.getenv("FRUGAL_CUDA_STASH_GEMM"));
 
     void useStashGemm(boolean on) {
         stashGemm = on;

@@ -263,6 +263,7 @@ public final class CudaOpsBench {
                 time("cuBLASLt, then quantize" + shape, flops, 0, op);
                 gpu.useStashGemm(true);
                 time("stash_gemm.cu" + shape, flops, 0, op);
+                gpu.useStashGemm(false);
                 gpu.release(q.packed());
                 gpu.release(q.scales());
             }
