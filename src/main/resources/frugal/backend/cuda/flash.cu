@@ -1018,13 +1018,12 @@ __device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, u
         float v[8];
         Pack<bf16>::load(v, reinterpret_cast<const bf16*>(&raw[k]), 0);
         if (row < T) *reinterpret_cast<uint4*>(out + at) = raw[k];
-        BlockScale sc;
-        const packed_t<BITS> acc = pack_block_group<BITS>(v, at, logLanes, isInt, stochastic, seedBits, sc);
+        const PackedGroup<BITS> q = pack_block_group<BITS>(v, at >> 3, logLanes, isInt, stochastic, seedBits);
         if constexpr (DIRECT_WORDS(BITS)) {
-            if (row < T) reinterpret_cast<typename GroupWord<BITS>::type*>(packed)[at >> 3] = acc;
+            if (row < T) reinterpret_cast<typename GroupWord<BITS>::type*>(packed)[at >> 3] = q.bits;
         } else {
             __syncwarp(); // the previous pass's words are out
-            slots[lane] = acc;
+            slots[lane] = q.bits;
             __syncwarp();
 #pragma unroll
             for (int w = lane; w < 8 * BITS; w += 32) { // word w of the pass: word w % (2·BITS) of its row w / (2·BITS)
@@ -1033,7 +1032,7 @@ __device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, u
                 if (rw < T) words[w % (2 * BITS)] = staged_word<BITS>(slots, w);
             }
         }
-        if (row < T && (lane & ((1 << logLanes) - 1)) == 0) store_scale(scales, at >> (3 + logLanes), isInt, scalesAligned, sc, error);
+        if (row < T && (lane & ((1 << logLanes) - 1)) == 0) store_scale(scales, at >> (3 + logLanes), isInt, scalesAligned, q.sc, error);
     }
 }
 

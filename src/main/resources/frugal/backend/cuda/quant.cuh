@@ -299,20 +299,28 @@ __device__ __forceinline__ float field_value(packed_t<BITS> acc, int k, float s)
     return __fmul_rn(__fadd_rn(__uint_as_float(0x4b000000u | (field ^ HALF)), -(8388608.f + HALF)), s);
 }
 
-// The packed bits of the lane's group of 8 values v (elements j0.., as the tensor holds them, T-rounded), quantized with
-// the other lanes of its block (2^logLanes lanes, aligned): their largest magnitude gives the block's scale, returned in
-// sc. Every lane of the warp calls it.
+// A group's packed bits and its block's scale.
+template <int BITS> struct PackedGroup {
+    packed_t<BITS> bits;
+    BlockScale sc;
+};
+
+// The lane's group t of 8 values v (elements 8t.., as the tensor holds them, T-rounded) quantized with the other lanes
+// of its block (2^logLanes lanes, aligned), whose largest magnitude gives the block's scale. Every lane of the warp
+// calls it.
 template <int BITS>
-__device__ __forceinline__ packed_t<BITS> pack_block_group(const float* v, i64 j0, int logLanes, int isInt, int stochastic,
-                                                           unsigned seedBits, BlockScale& sc) {
+__device__ __forceinline__ PackedGroup<BITS> pack_block_group(const float* v, i64 t, int logLanes, int isInt, int stochastic,
+                                                              unsigned seedBits) {
     const int maxLevel = (1 << (BITS - 1)) - 1, lanes = 1 << logLanes;
     // |x| as bits: NaN and ±Inf order above every finite magnitude.
     unsigned m = 0;
 #pragma unroll
     for (int k = 0; k < 8; k++) m = max(m, __float_as_uint(v[k]) & 0x7fffffffu);
     for (int o = 1; o < lanes; o <<= 1) m = max(m, __shfl_xor_sync(FULL_MASK, m, o));
-    sc = block_scale(m >= 0x7f800000u ? FRUGAL_INF : __uint_as_float(m), isInt, maxLevel);
-    return sc.flags ? 0 : pack_group<BITS>(v, sc.inv, maxLevel, stochastic, seedBits, j0);
+    const BlockScale sc = block_scale(m >= 0x7f800000u ? FRUGAL_INF : __uint_as_float(m), isInt, maxLevel);
+    packed_t<BITS> acc = 0;
+    if (!sc.flags) acc = pack_group<BITS>(v, sc.inv, maxLevel, stochastic, seedBits, 8 * t);
+    return {acc, sc};
 }
 
 // Quantizes group c·32 + lane of chunk c, whose 8 values v the lane holds, with the other lanes of its block
@@ -323,12 +331,11 @@ template <int BITS>
 __device__ __forceinline__ void quantize_group(unsigned char* packed, unsigned char* scales, const float* v, i64 c, i64 groups,
                                                int logLanes, int isInt, int stochastic, unsigned seedBits,
                                                int scalesAligned, unsigned* error, unsigned long long* slots) {
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, lanes = 1 << logLanes;
     const i64 t = c * 32 + lane;
-    BlockScale sc;
-    const packed_t<BITS> acc = pack_block_group<BITS>(v, 8 * t, logLanes, isInt, stochastic, seedBits, sc);
-    store_chunk<BITS>(packed, c, groups, acc, slots);
-    if (t < groups && (lane & ((1 << logLanes) - 1)) == 0) store_scale(scales, t >> logLanes, isInt, scalesAligned, sc, error);
+    const PackedGroup<BITS> q = pack_block_group<BITS>(v, t, logLanes, isInt, stochastic, seedBits);
+    store_chunk<BITS>(packed, c, groups, q.bits, slots);
+    if (t < groups && (lane & (lanes - 1)) == 0) store_scale(scales, t >> logLanes, isInt, scalesAligned, q.sc, error);
 }
 
 // The 8 values of the lane's group of a chunk from the words the warp loaded (load_chunk) and its block's scale s.
