@@ -224,9 +224,30 @@ public interface Backend extends AutoCloseable {
      */
     void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim);
 
+    /**
+     * {@link #attentionForward} that also writes what the stash keeps of out: its quantized copy outq, exactly as
+     * {@link #quantize} would from the out written. Backends fuse it into the kernel's epilogue where they can.
+     */
+    default void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
+                                           int nKvHead, int headDim) {
+        attentionForward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        quantize(outq.packed(), outq.scales(), out, (long) batch * seq * nHead * headDim, outq.format(), outq.seed());
+    }
+
     /** Writes dqkv (same layout as qkv) from dout, given the forward's out and lse. */
     void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
                            int batch, int seq, int nHead, int nKvHead, int headDim);
+
+    /**
+     * {@link #attentionBackward} where backward recomputes the forward (from a qkv read back from its quantized copy):
+     * attentionForward into out and lse, then attentionBackward. out and lse are scratch, which a backend that computes
+     * what its backward needs of them in the recomputation itself may leave unwritten.
+     */
+    default void attentionBackwardRecomputing(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv, int batch, int seq,
+                                              int nHead, int nKvHead, int headDim) {
+        attentionForward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        attentionBackward(dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+    }
 
     // ---- embedding, residual, loss
 

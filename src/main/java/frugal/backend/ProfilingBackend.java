@@ -353,6 +353,28 @@ public final class ProfilingBackend implements Backend {
     }
 
     @Override
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead,
+                                          int headDim) {
+        long t = start();
+        inner.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        stop("attention + stash quantization", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 2,
+                (long) batch * seq * ((nHead + 2L * nKvHead) * headDim * elem(qkv) + (long) nHead * headDim * elem(out) + nHead * elem(lse))
+                        + outq.format().bytes((long) batch * seq * nHead * headDim));
+    }
+
+    /** Counted as the recomputed forward (which writes lse, not out) and the backward. */
+    @Override
+    public void attentionBackwardRecomputing(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
+                                             int nKvHead, int headDim) {
+        long t = start();
+        inner.attentionBackwardRecomputing(dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        long qkvBytes = (long) batch * seq * (nHead + 2L * nKvHead) * headDim * elem(qkv), lseBytes = (long) batch * seq * nHead * elem(lse);
+        long doutBytes = (long) batch * seq * nHead * headDim * elem(dout);
+        stop("attention backward, forward recomputed", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 7,
+                2 * qkvBytes + 2 * lseBytes + 2 * doutBytes + (long) batch * seq * (nHead + 2L * nKvHead) * headDim * elem(dqkv));
+    }
+
+    @Override
     public void embeddingForward(Tensor out, Tensor table, Tensor ids, int rows, int cols, boolean accumulate) {
         long t = start();
         inner.embeddingForward(out, table, ids, rows, cols, accumulate);

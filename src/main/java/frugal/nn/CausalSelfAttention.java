@@ -1,5 +1,7 @@
 package frugal.nn;
 
+import frugal.FrugalException;
+import frugal.quant.Quantized;
 import frugal.stash.StashKind;
 import frugal.tensor.DType;
 import frugal.tensor.Tensor;
@@ -9,7 +11,9 @@ import frugal.tensor.Tensor;
  * Stashes the (rotated) qkv, the attention output and its log-sum-exp. When the stash quantizes qkv, backward
  * recomputes the output and the log-sum-exp from the q, k, v it reads back instead: backward rebuilds the softmax
  * as exp(q·k − lse), and with the forward's exact lse against quantized q and k those rows no longer sum to one, an
- * error the exponential amplifies (on GPT-2 124M with a 3–4-bit stash: gradient norms of 10²–10³ before clipping).
+ * error the exponential amplifies (on GPT-2 124M with a 3–4-bit stash: gradient norms of 10²–10³ before clipping). Where
+ * the stash keeps the output only quantized (a buffer of {@link Context#stashed} shared by the layers), attention writes
+ * its quantized copy itself as it writes it.
  */
 public final class CausalSelfAttention {
     private final String name;
@@ -47,7 +51,16 @@ public final class CausalSelfAttention {
         } else {
             qkv.forward(ctx, q, ctx.stash().saveByProducer(name + ".qkv", StashKind.ATTENTION_QKV, q), x, rows);
         }
-        ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
+        Quantized attq = ctx.stash().outputByProducer(att); // then the saves of att below and in proj find it saved
+        if (attq == null) {
+            ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
+        } else {
+            try {
+                ctx.ops().attentionForwardQuantized(att, attq, lse, q, batch, seq, nHead, nKvHead, headDim);
+            } catch (FrugalException e) {
+                throw ctx.stash().failure("stash of " + name + "'s output", e);
+            }
+        }
         if (!recompute) {
             ctx.stash().save(name + ".att", StashKind.ATTENTION_OUTPUT, att);
             ctx.stash().save(name + ".lse", StashKind.SOFTMAX_STATS, lse);
@@ -62,17 +75,16 @@ public final class CausalSelfAttention {
         Tensor datt = ctx.buffers().get("grad.att", rows, nHead * headDim);
         Tensor dqkv = ctx.buffers().get("grad.qkv", rows, qkv.out());
         proj.backward(ctx, datt, dy, rows);
-        Tensor q = ctx.stash().load(name + ".qkv"), att, lse;
-        if (recomputesSoftmax(ctx)) {
-            att = ctx.buffers().get("recompute.att", rows, nHead * headDim);
-            lse = ctx.buffers().get("recompute.lse", DType.F32, batch, nHead, seq);
-            ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
+        Tensor q = ctx.stash().load(name + ".qkv");
+        if (recomputesSoftmax(ctx)) { // the forward's output and log-sum-exp are scratch the backend may leave unwritten
+            Tensor att = ctx.buffers().get("recompute.att", rows, nHead * headDim);
+            Tensor lse = ctx.buffers().get("recompute.lse", DType.F32, batch, nHead, seq);
+            ctx.ops().attentionBackwardRecomputing(dqkv, datt, att, lse, q, batch, seq, nHead, nKvHead, headDim);
             countAttentionGemms(ctx, batch, seq, 2);
         } else {
-            att = ctx.stash().load(name + ".att");
-            lse = ctx.stash().load(name + ".lse");
+            ctx.ops().attentionBackward(dqkv, datt, ctx.stash().load(name + ".att"), ctx.stash().load(name + ".lse"), q, batch, seq,
+                    nHead, nKvHead, headDim);
         }
-        ctx.ops().attentionBackward(dqkv, datt, att, lse, q, batch, seq, nHead, nKvHead, headDim);
         countAttentionGemms(ctx, batch, seq, 5);
         if (ropeTheta > 0) ctx.ops().rope(dqkv, batch, seq, nHead, nKvHead, headDim, ropeTheta, true);
         qkv.backward(ctx, dx, dqkv, rows);

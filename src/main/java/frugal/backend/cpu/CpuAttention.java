@@ -1,5 +1,7 @@
 package frugal.backend.cpu;
 
+import frugal.quant.QuantFormat;
+import frugal.quant.Quantized;
 import frugal.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 
@@ -48,10 +50,17 @@ final class CpuAttention {
         });
     }
 
-    static void forward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
+    /**
+     * Writes out and lse; where outq is non-null, also out's quantized copy, each row of a head quantized right after it
+     * is written: the bytes of {@link CpuQuant#quantize} (headDim a multiple of outq's block).
+     */
+    static void forward(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
         int rowWidth = (nHead + 2 * nKvHead) * headDim, group = nHead / nKvHead, outWidth = nHead * headDim;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         MemorySegment x = qkv.data(), o = out.data(), l = lse.data();
+        long size = (long) batch * seq * outWidth;
+        QuantFormat f = outq == null ? null : outq.format();
+        int seedBits = outq == null ? 0 : QuantFormat.seedBits(outq.seed());
         Parallel.forRange(batch * nHead, (p0, p1) -> {
             HeadScratch w = new HeadScratch(seq, headDim);
             for (int p = p0; p < p1; p++) {
@@ -74,7 +83,12 @@ final class CpuAttention {
                     float inv = (float) (1.0 / sum);
                     Arrays.fill(w.acc, 0f);
                     for (int j = 0; j < n; j++) axpy(w.s[j] * inv, w.v, j * headDim, w.acc, 0, headDim);
-                    MemorySegment.copy(w.acc, 0, o, JAVA_FLOAT, 4 * (((long) b * seq + t) * outWidth + qOff), headDim);
+                    long at = ((long) b * seq + t) * outWidth + qOff;
+                    MemorySegment.copy(w.acc, 0, o, JAVA_FLOAT, 4 * at, headDim);
+                    if (outq != null) {
+                        int first = Math.toIntExact(at / f.block());
+                        CpuQuant.quantizeBlocks(outq.packed(), outq.scales(), o, size, f, seedBits, first, first + headDim / f.block());
+                    }
                     set(l, ((long) b * nHead + h) * seq + t, max + (float) Math.log(sum));
                 }
             }

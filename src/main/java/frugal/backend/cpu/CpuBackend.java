@@ -168,7 +168,19 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
-        CpuAttention.forward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        CpuAttention.forward(out, null, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+    }
+
+    /** Fused (CpuAttention) where headDim is a multiple of outq's block; else the composition. */
+    @Override
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
+                                          int nKvHead, int headDim) {
+        if (headDim % outq.format().block() != 0) {
+            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+            return;
+        }
+        outq.format().checkBuffers(outq.packed(), outq.scales(), (long) batch * seq * nHead * headDim);
+        CpuAttention.forward(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
     }
 
     @Override

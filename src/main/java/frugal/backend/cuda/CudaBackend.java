@@ -1000,25 +1000,49 @@ public final class CudaBackend implements Backend {
         return tiles * 64 * (headDim + 8) * 2 + extraFloats * 4;
     }
 
+    /** Checks attention's forward arguments; returns the activation type (act's). */
+    private String checkAttentionForward(String op, Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead,
+                                         int headDim) {
+        String t = act(op, out, qkv);
+        f32(op, lse);
+        checkHeads(op, nHead, nKvHead);
+        need(op, "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need(op, "out", out, (long) batch * seq * nHead * headDim);
+        need(op, "lse", lse, (long) batch * nHead * seq);
+        return t;
+    }
+
+    /**
+     * Whether the forward runs flash_forward_wg2_64 (Hopper, head dimension 64, two warpgroups), whose epilogue the fused
+     * forms of attentionForwardQuantized and attentionBackwardRecomputing replace.
+     */
+    private boolean flashWg2(String t, int headDim, Tensor... ts) {
+        return wgmma(headDim) && FLASH_WG2 && flash(t, headDim, ts);
+    }
+
+    /** Whether attentionForwardQuantized and attentionBackwardRecomputing fuse, for bf16 with this head dimension (tests). */
+    boolean fusesAttentionStash(int headDim) {
+        return stashFusion && activations == DType.BF16 && flashWg2("bf16", headDim) && FLASH_PIPE && FLASH_FUSED;
+    }
+
+    /** Launches a kernel of the flash_forward_wg2_64 family: two Q tiles, a ring of 4 K/V stages; args after those of its grid. */
+    private void launchFlashForwardWg2(String kernel, int batch, int seq, int nHead, Object... args) {
+        kernels.launch(FLASH, kernel, (seq + 127) / 128, nHead, batch, 256, 1, 1, 1024 + 10 * 64 * 64 * 2, args);
+    }
+
     @Override
     public void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim) {
         bind();
-        String t = act("attentionForward", out, qkv);
-        f32("attentionForward", lse);
-        checkHeads("attentionForward", nHead, nKvHead);
-        need("attentionForward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
-        need("attentionForward", "out", out, (long) batch * seq * nHead * headDim);
-        need("attentionForward", "lse", lse, (long) batch * nHead * seq);
+        String t = checkAttentionForward("attentionForward", out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
         if (batch == 0 || seq == 0) return;
         float scale = (float) (1.0 / Math.sqrt(headDim));
+        if (flashWg2(t, headDim, out, qkv)) {
+            launchFlashForwardWg2("flash_forward_wg2_64", batch, seq, nHead, out, lse, qkv, seq, nHead, nKvHead, scale);
+            return;
+        }
         if (wgmma(headDim) && flash(t, headDim, out, qkv)) {
-            if (FLASH_WG2) { // two Q tiles, a ring of 4 K/V stages
-                kernels.launch(FLASH, "flash_forward_wg2_64", (seq + 127) / 128, nHead, batch, 256, 1, 1, 1024 + 10 * 64 * 64 * 2,
-                        out, lse, qkv, seq, nHead, nKvHead, scale);
-            } else {
-                kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
-                        out, lse, qkv, seq, nHead, nKvHead, scale);
-            }
+            kernels.launch(FLASH, "flash_forward_wgmma_64", (seq + 63) / 64, nHead, batch, 128, 1, 1, 1024 + 5 * 64 * 64 * 2,
+                    out, lse, qkv, seq, nHead, nKvHead, scale);
             return;
         }
         if (flash(t, headDim, out, qkv)) {
@@ -1033,44 +1057,105 @@ public final class CudaBackend implements Backend {
                 32 * ATTENTION_WARPS, 1, 1, shared, out, lse, qkv, seq, nHead, nKvHead, headDim, scale);
     }
 
+    /**
+     * Fused (flash_forward_q<bits>_64: the forward's epilogue quantizes out as it writes it) where the forward runs
+     * flash_forward_wg2_64, in a format of the fast quantize kernels ({@link #fastQuant}) with 3, 4 or 8 bits whose block
+     * lies within a head's row (at most headDim values); else the composition.
+     */
+    @Override
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
+                                          int nKvHead, int headDim) {
+        bind();
+        String t = checkAttentionForward("attentionForwardQuantized", out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        QuantFormat f = outq.format();
+        int bits = f.bits();
+        if (!stashFusion || batch == 0 || seq == 0 || !flashWg2(t, headDim, out, qkv) || f.block() > headDim
+                || !(bits == 3 || bits == 4 || bits == 8) || !fastQuant(f, out, outq.packed())) {
+            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+            return;
+        }
+        f.checkBuffers(outq.packed(), outq.scales(), (long) batch * seq * nHead * headDim);
+        launchFlashForwardWg2("flash_forward_q" + bits + "_64", batch, seq, nHead, out, lse, qkv, seq, nHead, nKvHead,
+                (float) (1.0 / Math.sqrt(headDim)), outq.packed(), outq.scales(), Integer.numberOfTrailingZeros(f.block() / 8),
+                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0,
+                QuantFormat.seedBits(outq.seed()), aligned4(outq.scales()), quantErrors);
+        quantizeCalls++;
+        quantizeUnchecked = true;
+    }
+
+    /** Checks attention's backward arguments; returns the activation type (act's). */
+    private String checkAttentionBackward(String op, Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv, int batch, int seq,
+                                          int nHead, int nKvHead, int headDim) {
+        String t = act(op, dqkv, dout, out, qkv);
+        f32(op, lse);
+        checkHeads(op, nHead, nKvHead);
+        need(op, "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need(op, "dqkv", dqkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
+        need(op, "dout", dout, (long) batch * seq * nHead * headDim);
+        return t;
+    }
+
+    /**
+     * Whether the backward runs in one pass (dq, dk, dv together, dq added up with fp32 atomics in an accumulator in the
+     * scratch after delta: {@link #backwardScratch}).
+     */
+    private boolean runsOnePassBackward(String t, int headDim, long rows, Tensor... ts) {
+        return FLASH_PIPE && FLASH_FUSED && flash(t, headDim, ts) && deltaBytes(rows) + rows * headDim * 4 < Integer.MAX_VALUE;
+    }
+
+    /** Bytes of delta [B, H, T] (F32) in the scratch, rounded up so that what follows it is aligned. */
+    private static long deltaBytes(long rows) {
+        return (rows * 4 + 255) & ~255L;
+    }
+
+    /** The backward's delta [B, H, T] (F32) and, for the one-pass backward, its dq accumulator [B*T, H*D] (F32; else null). */
+    private record BackwardScratch(Tensor delta, Tensor dqAcc) {
+    }
+
+    /** The backward's scratch tensors, dqAcc after delta in the scratch buffer. */
+    private BackwardScratch backwardScratch(long rows, int headDim, boolean onePass) {
+        long deltaBytes = deltaBytes(rows), dqAccBytes = onePass ? rows * headDim * 4 : 0;
+        Tensor delta = scratchTensor(deltaBytes + dqAccBytes);
+        if (!onePass) return new BackwardScratch(delta, null);
+        return new BackwardScratch(delta, new Tensor(MemorySegment.ofAddress(delta.data().address() + deltaBytes).reinterpret(dqAccBytes),
+                DType.F32, (int) (rows * headDim)));
+    }
+
+    /** The one-pass backward from delta and the zeroed dqAcc: dk and dv into dqkv, dq added into dqAcc, then stored into dqkv. */
+    private void onePassBackward(Tensor dqkv, Tensor dqAcc, Tensor dout, Tensor lse, Tensor delta, Tensor qkv, int batch, int seq,
+                                 int nHead, int nKvHead, int headDim, float scale) {
+        if (wgmma(headDim) && FLASH_WG2) { // K, V, Kᵀ and two dS buffers of two tiles, 4 stages of Q, dO, lse, delta
+            kernels.launch(FLASH, "flash_backward_wg2_64", (seq + 127) / 128, nKvHead, batch, 256, 1, 1,
+                    1024 + 18 * 64 * 64 * 2 + 8 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+        } else if (wgmma(headDim)) {
+            kernels.launch(FLASH, "flash_backward_wgmma_64", (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
+                    1024 + 7 * 64 * 64 * 2 + 4 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+        } else {
+            kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
+                    flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
+        }
+        int qWidth = nHead * headDim;
+        elementwise(FLASH, "flash_dq_store", (long) batch * seq * qWidth / 8, dqkv, dqAcc, (long) batch * seq, qWidth,
+                (nHead + 2 * nKvHead) * headDim, scale);
+    }
+
     @Override
     public void attentionBackward(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv,
                                   int batch, int seq, int nHead, int nKvHead, int headDim) {
         bind();
-        String t = act("attentionBackward", dqkv, dout, out, qkv);
-        f32("attentionBackward", lse);
-        checkHeads("attentionBackward", nHead, nKvHead);
-        need("attentionBackward", "qkv", qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
-        need("attentionBackward", "dqkv", dqkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim);
-        need("attentionBackward", "dout", dout, (long) batch * seq * nHead * headDim);
+        String t = checkAttentionBackward("attentionBackward", dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
         if (batch == 0 || seq == 0) return;
         int nc = headChunks(headDim);
         int dp = headDim + 1;
         float scale = (float) (1.0 / Math.sqrt(headDim));
         long rows = (long) batch * seq * nHead;
-        long deltaBytes = (rows * 4 + 255) & ~255L;
-        boolean fused = FLASH_PIPE && FLASH_FUSED && flash(t, headDim, dqkv, dout, out, qkv)
-                && deltaBytes + rows * headDim * 4 < Integer.MAX_VALUE;
-        long dqAccBytes = fused ? rows * headDim * 4 : 0;
-        Tensor delta = scratchTensor(deltaBytes + dqAccBytes);
-        if (fused) { // dq, dk, dv in one pass; dq accumulated in fp32 (atomics) in the scratch after delta
-            Tensor dqAcc = new Tensor(MemorySegment.ofAddress(delta.data().address() + deltaBytes).reinterpret(dqAccBytes),
-                    DType.F32, (int) (rows * headDim));
+        boolean onePass = runsOnePassBackward(t, headDim, rows, dqkv, dout, out, qkv);
+        BackwardScratch scratch = backwardScratch(rows, headDim, onePass);
+        Tensor delta = scratch.delta();
+        if (onePass) {
             kernels.launch(FLASH, "flash_delta_zero_" + headDim, (int) ((rows * (headDim / 8) + 255) / 256), 1, 1, 256, 1, 1, 0,
-                    delta, dqAcc, dout, out, rows, seq, nHead);
-            if (wgmma(headDim) && FLASH_WG2) { // K, V, Kᵀ and two dS buffers of two tiles, 4 stages of Q, dO, lse, delta
-                kernels.launch(FLASH, "flash_backward_wg2_64", (seq + 127) / 128, nKvHead, batch, 256, 1, 1,
-                        1024 + 18 * 64 * 64 * 2 + 8 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            } else if (wgmma(headDim)) {
-                kernels.launch(FLASH, "flash_backward_wgmma_64", (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
-                        1024 + 7 * 64 * 64 * 2 + 4 * 64 * 4, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            } else {
-                kernels.launch(FLASH, "flash_backward_fused_" + headDim, (seq + 63) / 64, nKvHead, batch, 128, 1, 1,
-                        flashShared(headDim, 6, 256) + 64 * (64 + 8) * 2, dqkv, dqAcc, dout, lse, delta, qkv, seq, nHead, nKvHead, scale);
-            }
-            int qWidth = nHead * headDim;
-            elementwise(FLASH, "flash_dq_store", (long) batch * seq * qWidth / 8, dqkv, dqAcc, (long) batch * seq, qWidth,
-                    (nHead + 2 * nKvHead) * headDim, scale);
+                    delta, scratch.dqAcc(), dout, out, rows, seq, nHead);
+            onePassBackward(dqkv, scratch.dqAcc(), dout, lse, delta, qkv, batch, seq, nHead, nKvHead, headDim, scale);
             return;
         }
         kernels.launch(ATTENTION, "attention_delta_" + t, (int) ((rows + ATTENTION_WARPS - 1) / ATTENTION_WARPS), 1, 1,
@@ -1090,6 +1175,30 @@ public final class CudaBackend implements Backend {
         int sharedDkv = (2 * 32 * dp + 2 * 32 + 2 * ATTENTION_WARPS * headDim) * 4;
         kernels.launch(ATTENTION, "attention_backward_dkv_" + t + "_" + nc, qBlocks, nKvHead, batch, 32 * ATTENTION_WARPS, 1, 1,
                 sharedDkv, dqkv, dout, lse, delta, qkv, seq, nHead, nKvHead, headDim, scale);
+    }
+
+    /**
+     * Fused where the forward runs flash_forward_wg2_64 and the backward in one pass: flash_forward_delta_64 recomputes
+     * the forward and writes lse and, in place of out (left unwritten), delta and the zeroed dq accumulator that
+     * flash_delta_zero would have made from it, with its bits; then the one-pass backward. Else the composition.
+     */
+    @Override
+    public void attentionBackwardRecomputing(Tensor dqkv, Tensor dout, Tensor out, Tensor lse, Tensor qkv, int batch, int seq,
+                                             int nHead, int nKvHead, int headDim) {
+        bind();
+        String t = checkAttentionBackward("attentionBackwardRecomputing", dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        long rows = (long) batch * seq * nHead;
+        if (!stashFusion || batch == 0 || seq == 0 || !flashWg2(t, headDim, dout, qkv)
+                || !runsOnePassBackward(t, headDim, rows, dqkv, dout, qkv)) {
+            Backend.super.attentionBackwardRecomputing(dqkv, dout, out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+            return;
+        }
+        need("attentionBackwardRecomputing", "lse", lse, rows);
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        BackwardScratch scratch = backwardScratch(rows, headDim, true);
+        launchFlashForwardWg2("flash_forward_delta_64", batch, seq, nHead, lse, scratch.delta(), scratch.dqAcc(), dout, qkv, seq, nHead,
+                nKvHead, scale);
+        onePassBackward(dqkv, scratch.dqAcc(), dout, lse, scratch.delta(), qkv, batch, seq, nHead, nKvHead, headDim, scale);
     }
 
     // ---- embedding, residual, loss
@@ -1169,7 +1278,10 @@ public final class CudaBackend implements Backend {
         generalQuantOnly = on;
     }
 
-    /** Whether kernels that produce or consume stashed tensors quantize and dequantize them themselves (A/B: FRUGAL_CUDA_STASH_FUSED=0). */
+    /**
+     * Whether kernels that produce or consume stashed tensors quantize and dequantize them themselves, and attention's
+     * forward recomputed from a quantized stash writes what its backward needs in one kernel (A/B: FRUGAL_CUDA_STASH_FUSED=0).
+     */
     private boolean stashFusion = !"0".equals(System.getenv("FRUGAL_CUDA_STASH_FUSED"));
 
     void fuseStashQuantization(boolean on) {

@@ -7,6 +7,9 @@
 //   backward (default): delta and the zeroing of an fp32 dq buffer (flash_delta_zero), one pass over (key tile,
 //             query tile) pairs computing dk, dv and, by atomics, dq (flash_backward_fused; grid (T/64, KVH, B)), then
 //             dq into dqkv (flash_dq_store).
+//   forward on Hopper with a stash (head dimension 64, flash_forward_wg2's epilogues): flash_forward_q<BITS>_64 also
+//             writes out's quantized copy; flash_forward_delta_64, the forward that backward recomputes from a quantized
+//             qkv, writes lse, delta and the zeroed dq buffer instead of out, so that flash_delta_zero is not needed.
 //   backward (FRUGAL_CUDA_FLASH_FUSED=0, deterministic): delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu),
 //             then dq (grid (T/64, H, B), recomputes P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over
 //             the group's heads and query tiles); each output has one writer, no atomics.
@@ -14,6 +17,9 @@
 #define BM 64
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
+
+#include "quant.cuh"
+#include "wgmma.cuh"
 
 __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -208,17 +214,23 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], int n
     rescale_rows<D>(o, cA, cB);
 }
 
-// Rows A and B of the normalized output into out, and their log-sum-exp (natural log) into lse.
-template <int D>
-__device__ __forceinline__ void store_forward(bf16* out, float* lse, const float (*o)[4], int b, int h, int H, int T, i64 qOff,
-                                              int rowA, int c, float mA, float mB, float lA, float lB) {
+// The sums lA, lB of rows A and B over the quad's lanes, and the rows' log-sum-exp (natural log) into lse.
+__device__ __forceinline__ void store_lse(float* lse, int b, int h, int H, int T, int rowA, int c, float mA, float mB, float& lA,
+                                          float& lB) {
     lA = quad_sum(lA);
     lB = quad_sum(lB);
-    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
     if (c == 0) {
         if (rowA < T) lse[((i64) b * H + h) * T + rowA] = mA * LN2 + logf(lA);
         if (rowA + 8 < T) lse[((i64) b * H + h) * T + rowA + 8] = mB * LN2 + logf(lB);
     }
+}
+
+// Rows A and B of the normalized output into out, and their log-sum-exp (natural log) into lse.
+template <int D>
+__device__ __forceinline__ void store_forward(bf16* out, float* lse, const float (*o)[4], int b, int h, int H, int T, i64 qOff,
+                                              int rowA, int c, float mA, float mB, float lA, float lB) {
+    store_lse(lse, b, h, H, T, rowA, c, mA, mB, lA, lB);
+    store_rows<D>(out + (i64) b * T * H * D, (i64) H * D, qOff, rowA, T, o, 1.f / lA, 1.f / lB, c);
 }
 
 template <int D, bool PIPE>
@@ -593,6 +605,26 @@ __device__ void flash_backward_fused(bf16* dqkv, float* dqAcc, const bf16* dout,
     store_rows<D>(out, rowW, vOff, keyA, T, dv, 1.f, 1.f, c);
 }
 
+// The backward's delta of a row, Σ_d dO[d]·O[d], from the L lanes (aligned, L a power of two dividing 32) that hold 8
+// values each of it, d of dO and o of O: summed in one order (each lane's 8 in turn, then across the lanes) wherever
+// it is computed, so that the forward recomputed for backward (flash_forward_delta_64) writes flash_delta_zero's bits.
+template <int L>
+__device__ __forceinline__ float row_delta(const float* d, const float* o) {
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) s = __fmaf_rn(d[e], o[e], s);
+#pragma unroll
+    for (int x = L / 2; x > 0; x >>= 1) s += __shfl_xor_sync(FULL_MASK, s, x);
+    return s;
+}
+
+// p[0, 8) = 0 (16-byte aligned floats).
+__device__ __forceinline__ void zero8(float* p) {
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    reinterpret_cast<float4*>(p)[0] = zero;
+    reinterpret_cast<float4*>(p)[1] = zero;
+}
+
 // For the one-pass backward: delta[b,h,t] = dot(dout row, out row) (rows (b, t, h) of D bf16, D/8 lanes of 8 each, D/8 a
 // power of two dividing 32), and the row's D floats of dqAcc zeroed. Launched with exactly rows·D/8 threads rounded up
 // to whole blocks: every lane takes part in the shuffles.
@@ -602,19 +634,13 @@ __device__ void flash_delta_zero(float* delta, float* dqAcc, const bf16* dout, c
     i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x, row = i / L;
     int pk = (int) (i % L);
     bool active = row < rows;
-    float s = 0.f;
+    float o[8] = {}, d[8] = {};
     if (active) {
-        float o[8], d[8];
         Pack<bf16>::load(d, dout, row * D + pk * 8);
         Pack<bf16>::load(o, out, row * D + pk * 8);
-#pragma unroll
-        for (int e = 0; e < 8; e++) s += d[e] * o[e];
-        float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-        reinterpret_cast<float4*>(dqAcc + row * D + pk * 8)[0] = zero;
-        reinterpret_cast<float4*>(dqAcc + row * D + pk * 8)[1] = zero;
+        zero8(dqAcc + row * D + pk * 8);
     }
-#pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) s += __shfl_xor_sync(FULL_MASK, s, o);
+    float s = row_delta<L>(d, o);
     if (active && pk == 0) {
         int h = (int) (row % H);
         i64 bt = row / H;
@@ -656,17 +682,6 @@ __device__ __forceinline__ void load_tile_swizzled(bf16* sm, const bf16* base, i
         unsigned dst = sm0 + r * 128 + ((ch ^ (r & 7)) << 4);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(t < T ? 16 : 0));
     }
-}
-
-// A wgmma matrix descriptor of the 128-byte swizzled operand at p: 8-row groups 1024 bytes apart (the stride byte
-// offset, for K-major and N-major alike), leading byte offset unused by these layouts.
-__device__ __forceinline__ unsigned long long wg_desc(const bf16* p) {
-    unsigned long long addr = (unsigned) __cvta_generic_to_shared(p);
-    return ((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long) (1024 >> 4) << 32) | (1ull << 62);
-}
-
-__device__ __forceinline__ void wg_fence() {
-    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 }
 
 __device__ __forceinline__ void wg_commit_wait() {
@@ -865,20 +880,6 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_wgmma_64(bf16* 
 
 #define WG_STAGES 4
 
-// This thread's warpgroup (0 or 1), computed so that the compiler sees it is uniform over the warp.
-__device__ __forceinline__ int warpgroup_index() {
-    return __shfl_sync(FULL_MASK, (int) threadIdx.x >> 7, 0);
-}
-
-__device__ __forceinline__ void wg_commit() {
-    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void wg_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory");
-}
-
 // d[64 × 64] = A[64 × 16] · B[16 × 64], both K-major in shared memory; d is written, not read (no zeroing needed).
 __device__ __forceinline__ void wgmma_ss_first(float (*d)[4], unsigned long long a, unsigned long long b) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -911,13 +912,115 @@ __device__ __forceinline__ void wgmma_pb_async(float (*d)[4], const unsigned (*a
     for (int kk = 0; kk < 4; kk++) wgmma_rs(d, a[kk], wg_desc(Bs + kk * 16 * 64));
 }
 
+// What a forward block leaves its epilogue: this lane's part (lane = 4g + c, the accumulator layout) of rows rowA and
+// rowA + 8 of head h of batch b, their running maxima (exp2 units) and sums, and 2 KiB of shared memory the warp may
+// stage its 16 rows in.
+struct ForwardRows {
+    int b, h, rowA, lane;
+    float mA, mB, lA, lB;
+    unsigned char* stage;
+};
+
+// The warp's 16 rows of the normalized output o (accumulator layout, rows scaled by sA and sB), rounded to bf16 as
+// store_rows rounds them, into its staging (row r's 16-byte chunk ch at r·128 + 16·(ch ^ (r & 7)): no bank conflicts
+// either way), so that a lane can read back 8 consecutive values of a row (staged_group).
+__device__ __forceinline__ void stage_rows(unsigned char* stage, const float (*o)[4], float sA, float sB, int lane) {
+    const int g = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int dt = 0; dt < 8; dt++) {
+        *reinterpret_cast<unsigned*>(stage + g * 128 + ((dt ^ g) << 4) + 4 * c) = pack_bf16(o[dt][0] * sA, o[dt][1] * sA);
+        *reinterpret_cast<unsigned*>(stage + (g + 8) * 128 + ((dt ^ g) << 4) + 4 * c) = pack_bf16(o[dt][2] * sB, o[dt][3] * sB);
+    }
+    __syncwarp();
+}
+
+// Pass k (of 4) over the staged rows: the lane's group is row 4k + lane / 8 of the warp's 16, its values 8·(lane % 8)..
+// (8 lanes a row, as flash_delta_zero and quant.cuh's fast kernels hold values), as 8 bf16.
+__device__ __forceinline__ uint4 staged_group(const unsigned char* stage, int k, int lane) {
+    const int r = 4 * k + (lane >> 3), ch = lane & 7;
+    return *reinterpret_cast<const uint4*>(stage + r * 128 + ((ch ^ (r & 7)) << 4));
+}
+
+// The epilogue of flash_forward_delta_64: lse as store_forward writes it, and instead of out, the backward's delta of
+// each row from out's bf16 values, summed as flash_delta_zero sums them (its bits), and the row's dq accumulator
+// (dqAcc [B*T, H*D]) zeroed.
+__device__ __forceinline__ void store_forward_delta(float* lse, float* delta, float* dqAcc, const bf16* dout, const float (*o)[4],
+                                                    ForwardRows& r, int H, int T) {
+    constexpr int D = 64;
+    const int lane = r.lane, row0 = r.rowA - (lane >> 2); // the warp's first row
+    store_lse(lse, r.b, r.h, H, T, r.rowA, lane & 3, r.mA, r.mB, r.lA, r.lB);
+    stage_rows(r.stage, o, 1.f / r.lA, 1.f / r.lB, lane);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int row = row0 + 4 * k + (lane >> 3);
+        const i64 at = (((i64) r.b * T + row) * H + r.h) * D + (lane & 7) * 8; // the group's first value in [B*T, H*D]
+        const uint4 raw = staged_group(r.stage, k, lane);
+        float v[8], d[8] = {};
+        Pack<bf16>::load(v, reinterpret_cast<const bf16*>(&raw), 0);
+        if (row < T) Pack<bf16>::load(d, dout, at);
+        const float s = row_delta<D / 8>(d, v); // rows past T stay in their own 8 lanes
+        if (row < T) {
+            zero8(dqAcc + at);
+            if ((lane & 7) == 0) delta[((i64) r.b * H + r.h) * T + row] = s;
+        }
+    }
+}
+
+// The epilogue of flash_forward_q<BITS>_64: out and lse as store_forward writes them (out a 16-byte group per lane), and
+// out's quantized copy, from the bf16 values written, as quantize writes it (quant.cuh's fast path: a lane a group, a
+// block 1..8 lanes of a row's 8, so blocks of 8..64 values). A row's 8 groups are 8·BITS contiguous packed bytes:
+// where BITS is no power of two, the warp assembles them, 4 rows a pass, from bits staged as store_chunk stages them.
+template <int BITS>
+__device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, unsigned char* packed, unsigned char* scales,
+                                                        int logLanes, int isInt, int stochastic, unsigned seedBits,
+                                                        int scalesAligned, unsigned* error, const float (*o)[4],
+                                                        ForwardRows& r, int H, int T) {
+    constexpr int D = 64;
+    const int lane = r.lane, row0 = r.rowA - (lane >> 2);
+    store_lse(lse, r.b, r.h, H, T, r.rowA, lane & 3, r.mA, r.mB, r.lA, r.lB);
+    stage_rows(r.stage, o, 1.f / r.lA, 1.f / r.lB, lane);
+    uint4 raw[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) raw[k] = staged_group(r.stage, k, lane);
+    unsigned long long* slots = reinterpret_cast<unsigned long long*>(r.stage); // staged_word's, once the rows are read
+    if constexpr (!DIRECT_WORDS(BITS)) {
+        __syncwarp();
+        if (lane == 0) slots[32] = 0;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int row = row0 + 4 * k + (lane >> 3);
+        const i64 at = (((i64) r.b * T + row) * H + r.h) * D + (lane & 7) * 8;
+        float v[8];
+        Pack<bf16>::load(v, reinterpret_cast<const bf16*>(&raw[k]), 0);
+        if (row < T) *reinterpret_cast<uint4*>(out + at) = raw[k];
+        const PackedGroup<BITS> q = pack_block_group<BITS>(v, at >> 3, logLanes, isInt, stochastic, seedBits);
+        if constexpr (DIRECT_WORDS(BITS)) {
+            if (row < T) reinterpret_cast<typename GroupWord<BITS>::type*>(packed)[at >> 3] = q.bits;
+        } else {
+            __syncwarp(); // the previous pass's words are out
+            slots[lane] = q.bits;
+            __syncwarp();
+#pragma unroll
+            for (int w = lane; w < 8 * BITS; w += 32) { // word w of the pass: word w % (2·BITS) of its row w / (2·BITS)
+                const int rw = row0 + 4 * k + w / (2 * BITS);
+                unsigned* words = reinterpret_cast<unsigned*>(packed + (((i64) r.b * T + rw) * H + r.h) * D * BITS / 8);
+                if (rw < T) words[w % (2 * BITS)] = staged_word<BITS>(slots, w);
+            }
+        }
+        if (row < T && (lane & ((1 << logLanes) - 1)) == 0) store_scale(scales, at >> (3 + logLanes), isInt, scalesAligned, q.sc, error);
+    }
+}
+
 // Forward: a block of 256 threads owns 128 query rows (warpgroup w rows q0 + 64w ...) and streams the key tiles both
 // need through the ring (a tile's K and V per stage): after the block's barrier for tile j, tile j + 2 is requested
 // into the stage of tile j − 2, whose last reader (P·V, issued at tile j − 1) every warpgroup waited for before that
 // barrier. Warpgroup 0 needs one key tile fewer than warpgroup 1 on the diagonal and only joins the barrier there. Per key tile j a warpgroup
 // issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1}, waits for S_j alone and computes P_j while the P·V product runs, then
-// waits for that and rescales O: the exponentials overlap the tensor cores.
-__device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T, int H, int KVH, float scale) {
+// waits for that and rescales O: the exponentials overlap the tensor cores. What becomes of the rows is the epilogue
+// store's (store(o, ForwardRows&)): the kernels below differ only there.
+template <typename Store>
+__device__ __forceinline__ void flash_forward_wg2(const bf16* qkv, int T, int H, int KVH, float scale, Store store) {
     constexpr int D = 64, TILE = BM * D;
     extern __shared__ __align__(1024) unsigned char smwg[];
     unsigned pad = (1024 - ((unsigned) __cvta_generic_to_shared(smwg) & 1023)) & 1023;
@@ -950,7 +1053,7 @@ __device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T,
     load_tile_swizzled(Qb + TILE, base, rowW, qOff, q0 + BM, T);
     load_kv(0);
     load_kv(1);
-    const bf16* Qs = Qb + wg * TILE;
+    bf16* Qs = Qb + wg * TILE;
     float o[D / 8][4];
 #pragma unroll
     for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
@@ -990,13 +1093,38 @@ __device__ void flash_forward_wg2(bf16* out, float* lse, const bf16* qkv, int T,
         wg_wait<0>();
     }
     for (; j < N; j++) barrier(j); // a warpgroup wholly past T
-    store_forward<D>(out, lse, o, b, h, H, T, qOff, rowA, c, mA, mB, lA, lB);
+    // The warp's rows of its Q tile are free: the warpgroup's products, which read them, have completed.
+    ForwardRows rows = {b, h, rowA, lane, mA, mB, lA, lB, reinterpret_cast<unsigned char*>(Qs + warp * 16 * D)};
+    store(o, rows);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_wg2_64(bf16* out, float* lse, const bf16* qkv, int T, int H,
                                                                          int KVH, float scale) {
-    flash_forward_wg2(out, lse, qkv, T, H, KVH, scale);
+    flash_forward_wg2(qkv, T, H, KVH, scale, [&](const float (*o)[4], ForwardRows& r) {
+        store_forward<64>(out, lse, o, r.b, r.h, H, T, (i64) r.h * 64, r.rowA, r.lane & 3, r.mA, r.mB, r.lA, r.lB);
+    });
 }
+
+// The forward that backward recomputes from q, k, v read back from a quantized stash (attentionBackwardRecomputing):
+// instead of out, what the one-pass backward needs of it (store_forward_delta), so that flash_delta_zero need not read
+// out back.
+extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_delta_64(float* lse, float* delta, float* dqAcc,
+        const bf16* dout, const bf16* qkv, int T, int H, int KVH, float scale) {
+    flash_forward_wg2(qkv, T, H, KVH, scale, [&](const float (*o)[4], ForwardRows& r) {
+        store_forward_delta(lse, delta, dqAcc, dout, o, r, H, T);
+    });
+}
+
+// flash_forward_q<BITS>_64: the forward that also writes out's quantized copy for the stash (attentionForwardQuantized),
+// for the bit widths DSQ's stash uses (3 and 4 bits, and 8); the arguments after scale as quantize_<T>_q<BITS>'s,
+// less the source and its size.
+#define FLASH_FORWARD_Q(BITS) extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_q##BITS##_64(bf16* out, \
+        float* lse, const bf16* qkv, int T, int H, int KVH, float scale, unsigned char* packed, unsigned char* scales, \
+        int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned, unsigned* error) { \
+    flash_forward_wg2(qkv, T, H, KVH, scale, [&](const float (*o)[4], ForwardRows& r) { \
+        store_forward_quantized<BITS>(out, lse, packed, scales, logLanes, isInt, stochastic, seedBits, scalesAligned, error, o, r, \
+                                      H, T); }); }
+FLASH_FORWARD_Q(3) FLASH_FORWARD_Q(4) FLASH_FORWARD_Q(8)
 
 // d[64 × 32] (+)= A[64 × 16] · B[16 × 32] in shared memory, A M-major, B K-major; with FIRST d is written, not read.
 template <bool FIRST>

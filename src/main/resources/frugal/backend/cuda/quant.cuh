@@ -203,9 +203,17 @@ __device__ __forceinline__ packed_t<BITS> pack_group(const float* v, float inv, 
     return (acc + HALFS) ^ HALFS;
 }
 
+// Word w (bits 32w..) of the packed bits of the warp's 32 groups, staged by their lanes in stage[0, 32) (stage[32] zero),
+// for BITS whose groups are no aligned words: it starts in lane 4w/BITS at bit r and, a lane holding at least 24 bits,
+// ends in that lane or the next.
+template <int BITS>
+__device__ __forceinline__ unsigned staged_word(const unsigned long long* stage, int w) {
+    const int l = 4 * w / BITS, r = 32 * w - 8 * BITS * l;
+    return (unsigned) (stage[l] >> r) | (unsigned) (stage[l + 1] << (8 * BITS - r));
+}
+
 // Writes the packed bits of chunk c (lane l: group 32c + l), of which those of groups below `groups` belong to the
-// tensor. stage: the warp's 33 slots (the last zero), for BITS whose groups are no aligned words: word w of the chunk
-// (bits 32w..) starts in lane 4w/BITS at bit r and, a lane holding at least 24 bits, ends in that lane or the next.
+// tensor. stage: the warp's 33 slots (the last zero), for staged_word.
 template <int BITS>
 __device__ __forceinline__ void store_chunk(unsigned char* packed, i64 c, i64 groups, packed_t<BITS> acc,
                                             unsigned long long* stage) {
@@ -220,8 +228,7 @@ __device__ __forceinline__ void store_chunk(unsigned char* packed, i64 c, i64 gr
         unsigned char* out = packed + c * 32 * BITS;
 #pragma unroll
         for (int w = lane; w < 8 * BITS; w += 32) {
-            const int l = 4 * w / BITS, r = 32 * w - 8 * BITS * l;
-            const unsigned word = (unsigned) (stage[l] >> r) | (unsigned) (stage[l + 1] << (8 * BITS - r));
+            const unsigned word = staged_word<BITS>(stage, w);
             if (4 * w + 4 <= bytes) {
                 reinterpret_cast<unsigned*>(out)[w] = word;
             } else {
@@ -292,17 +299,20 @@ __device__ __forceinline__ float field_value(packed_t<BITS> acc, int k, float s)
     return __fmul_rn(__fadd_rn(__uint_as_float(0x4b000000u | (field ^ HALF)), -(8388608.f + HALF)), s);
 }
 
-// Quantizes group c·32 + lane of chunk c, whose 8 values v the lane holds (as the tensor holds them, T-rounded), with
-// the other lanes of its block: their largest magnitude gives the scale; the packed bits and the scale are stored.
-// Every lane of the warp calls it. slots: store_chunk's staging, its slot 32 zero.
+// A group's packed bits and its block's scale.
+template <int BITS> struct PackedGroup {
+    packed_t<BITS> bits;
+    BlockScale sc;
+};
+
+// The lane's group t of 8 values v (elements 8t.., as the tensor holds them, T-rounded) quantized with the other lanes
+// of its block (2^logLanes lanes, aligned), whose largest magnitude gives the block's scale. Every lane of the warp
+// calls it.
 template <int BITS>
-__device__ __forceinline__ void quantize_group(unsigned char* packed, unsigned char* scales, const float* v, i64 c, i64 groups,
-                                               int logLanes, int isInt, int stochastic, unsigned seedBits,
-                                               int scalesAligned, unsigned* error, unsigned long long* slots) {
-    const int lane = threadIdx.x & 31, maxLevel = (1 << (BITS - 1)) - 1, lanes = 1 << logLanes;
-    const i64 t = c * 32 + lane;
-    // |x| as bits: NaN and ±Inf order above every finite magnitude. The lanes of a block are all past `groups` or
-    // none (chunks and blocks both align to their size), so dead lanes only meet zeros.
+__device__ __forceinline__ PackedGroup<BITS> pack_block_group(const float* v, i64 t, int logLanes, int isInt, int stochastic,
+                                                              unsigned seedBits) {
+    const int maxLevel = (1 << (BITS - 1)) - 1, lanes = 1 << logLanes;
+    // |x| as bits: NaN and ±Inf order above every finite magnitude.
     unsigned m = 0;
 #pragma unroll
     for (int k = 0; k < 8; k++) m = max(m, __float_as_uint(v[k]) & 0x7fffffffu);
@@ -310,8 +320,22 @@ __device__ __forceinline__ void quantize_group(unsigned char* packed, unsigned c
     const BlockScale sc = block_scale(m >= 0x7f800000u ? FRUGAL_INF : __uint_as_float(m), isInt, maxLevel);
     packed_t<BITS> acc = 0;
     if (!sc.flags) acc = pack_group<BITS>(v, sc.inv, maxLevel, stochastic, seedBits, 8 * t);
-    store_chunk<BITS>(packed, c, groups, acc, slots);
-    if (t < groups && (lane & (lanes - 1)) == 0) store_scale(scales, t >> logLanes, isInt, scalesAligned, sc, error);
+    return {acc, sc};
+}
+
+// Quantizes group c·32 + lane of chunk c, whose 8 values v the lane holds, with the other lanes of its block
+// (pack_block_group); the packed bits and the scale are stored. The lanes of a block are all past `groups` or none
+// (chunks and blocks both align to their size), so dead lanes only meet zeros. Every lane of the warp calls it. slots:
+// store_chunk's staging, its slot 32 zero.
+template <int BITS>
+__device__ __forceinline__ void quantize_group(unsigned char* packed, unsigned char* scales, const float* v, i64 c, i64 groups,
+                                               int logLanes, int isInt, int stochastic, unsigned seedBits,
+                                               int scalesAligned, unsigned* error, unsigned long long* slots) {
+    const int lane = threadIdx.x & 31, lanes = 1 << logLanes;
+    const i64 t = c * 32 + lane;
+    const PackedGroup<BITS> q = pack_block_group<BITS>(v, t, logLanes, isInt, stochastic, seedBits);
+    store_chunk<BITS>(packed, c, groups, q.bits, slots);
+    if (t < groups && (lane & (lanes - 1)) == 0) store_scale(scales, t >> logLanes, isInt, scalesAligned, q.sc, error);
 }
 
 // The 8 values of the lane's group of a chunk from the words the warp loaded (load_chunk) and its block's scale s.

@@ -18,9 +18,10 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The CPU's ops that quantize what the stash keeps as they write it, or read it back from its quantized copy, against
- * the same ops composed (the op, then quantize; dequantize, then the op): the same bytes, scales and values, bit for
- * bit, for every scheme, rounding and a range of bit widths and blocks, on fresh random data.
+ * The CPU's ops that quantize what the stash keeps as they write it (LayerNorm, attention), or read it back from its
+ * quantized copy (LayerNorm, GELU), against the same ops composed (the op, then quantize; dequantize, then the op): the
+ * same bytes, scales and values, bit for bit, for every scheme, rounding and a range of bit widths and blocks, on fresh
+ * random data.
  */
 class CpuStashFusionTest {
     private static final long SEED = System.nanoTime();
@@ -129,6 +130,34 @@ class CpuStashFusionTest {
         ops.quantize(expected.packed(), expected.scales(), out, n, f, 1);
         assertArrayEquals(bytes(expected.packed()), bytes(productq.packed()), "packed product, 48 columns in blocks of 32");
         assertArrayEquals(bytes(expected.packed()), bytes(preq.packed()), "packed pre-activation, 48 columns in blocks of 32");
+    }
+
+    @Test
+    void attentionQuantizesItsOutputAsTheComposedOpsDo() {
+        Random rng = new Random(SEED);
+        // {batch, seq, nHead, nKvHead, headDim}: grouped and not; heads of 64 and 128 values (bfp2/128 fused only in the
+        // latter, composed in the former) and of 24 (only blocks of 8 fused)
+        int[][] configs = {{2, 37, 4, 2, 64}, {1, 70, 2, 2, 128}, {3, 9, 3, 1, 24}};
+        for (int[] c : configs) {
+            int batch = c[0], seq = c[1], nHead = c[2], nKv = c[3], hd = c[4];
+            int rows = batch * seq, n = rows * nHead * hd;
+            for (String name : FORMATS) {
+                QuantFormat f = QuantFormat.parse(name);
+                String what = String.format("B%d T%d H%d KV%d D%d, %s (seed %d)", batch, seq, nHead, nKv, hd, name, SEED);
+                Tensor qkv = random(rng, rows * (nHead + 2 * nKv) * hd, 0, 1);
+                Tensor outA = ops.allocate(DType.F32, n), outB = ops.allocate(DType.F32, n);
+                Tensor lseA = ops.allocate(DType.F32, batch * nHead * seq), lseB = ops.allocate(DType.F32, batch * nHead * seq);
+                long seed = rng.nextLong();
+                Quantized composed = target(f, n, seed), fused = target(f, n, seed);
+                ops.attentionForward(outA, lseA, qkv, batch, seq, nHead, nKv, hd);
+                ops.quantize(composed.packed(), composed.scales(), outA, n, f, seed);
+                ops.attentionForwardQuantized(outB, fused, lseB, qkv, batch, seq, nHead, nKv, hd);
+                assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
+                assertArrayEquals(bytes(lseA), bytes(lseB), "lse, " + what);
+                assertArrayEquals(bytes(composed.packed()), bytes(fused.packed()), "packed values, " + what);
+                assertArrayEquals(bytes(composed.scales()), bytes(fused.scales()), "scales, " + what);
+            }
+        }
     }
 
     @Test

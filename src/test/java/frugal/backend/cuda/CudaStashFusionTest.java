@@ -27,10 +27,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * Kernels that quantize what the stash keeps as they write it, and dequantize it as they read it (stash_norms.cu),
- * against the same ops unfused on the same GPU: the op, then quant.cu's kernels, which write CpuQuant's bytes. The
- * fused forms must write the same bytes, scales and activations, bit for bit; their backward the same dx. Skipped
- * without a GPU.
+ * Kernels that quantize what the stash keeps as they write it, and dequantize it as they read it (stash_norms.cu,
+ * stash_gelu.cu, the attention forward's epilogues in flash.cu), against the same ops unfused on the same GPU: the op,
+ * then quant.cu's kernels, which write CpuQuant's bytes. The fused forms must write the same bytes, scales and
+ * activations, bit for bit; their backward the same dx. Skipped without a GPU.
  */
 class CudaStashFusionTest {
     private static final long SEED = System.nanoTime();
@@ -205,6 +205,82 @@ class CudaStashFusionTest {
                 gpu.release(q.packed());
                 gpu.release(q.scales());
             }
+        }
+    }
+
+    /**
+     * {batch, seq, nHead, nKvHead} of the attention tests, head dimension 64 (the two-warpgroup kernels' on Hopper): T a
+     * multiple of 128, of 64 only, of neither (the last block's second warpgroup partly or wholly past T); grouped queries.
+     */
+    private static final int[][] ATTENTION = {{2, 256, 4, 4}, {1, 192, 6, 2}, {2, 200, 4, 1}, {1, 50, 2, 1}, {3, 77, 3, 3}};
+
+    @Test
+    void attentionForwardWritesTheBytesQuantizeWould() {
+        Random rng = new Random(SEED);
+        int hd = 64;
+        System.out.println("attentionForwardQuantized fused: " + gpu.fusesAttentionStash(hd));
+        // kernels for 3, 4 and 8 bits with blocks within a head's 64 values; bfp4/128 and int5/32 take the composed ops
+        for (String name : new String[]{"bfp4", "bfp3/32/sr", "int8/64", "int4/8/sr", "bfp8/16", "int3/16", "bfp4/128", "int5/32"}) {
+            for (int[] c : ATTENTION) {
+                int batch = c[0], seq = c[1], nHead = c[2], nKv = c[3], rows = batch * seq, n = rows * nHead * hd;
+                QuantFormat f = QuantFormat.parse(name);
+                String what = String.format("B%d T%d H%d KV%d, %s (seed %d)", batch, seq, nHead, nKv, name, SEED);
+                Tensor qkv = bf16(rng, rows * (nHead + 2 * nKv) * hd, 1);
+                Tensor outA = gpu.allocate(DType.BF16, n), outB = gpu.allocate(DType.BF16, n);
+                Tensor lseA = gpu.allocate(DType.F32, batch * nHead * seq), lseB = gpu.allocate(DType.F32, batch * nHead * seq);
+                long seed = rng.nextLong();
+                Quantized composed = target(f, n, seed), fused = target(f, n, seed);
+                gpu.fuseStashQuantization(false);
+                gpu.attentionForwardQuantized(outA, composed, lseA, qkv, batch, seq, nHead, nKv, hd);
+                gpu.fuseStashQuantization(true);
+                gpu.attentionForwardQuantized(outB, fused, lseB, qkv, batch, seq, nHead, nKv, hd);
+                assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
+                assertArrayEquals(bytes(lseA), bytes(lseB), "lse, " + what);
+                assertArrayEquals(bytes(composed.packed()), bytes(fused.packed()), "packed values, " + what);
+                assertArrayEquals(bytes(composed.scales()), bytes(fused.scales()), "scales, " + what);
+                for (Tensor t : new Tensor[]{qkv, outA, outB, lseA, lseB, composed.packed(), composed.scales(), fused.packed(),
+                        fused.scales()}) {
+                    gpu.release(t);
+                }
+            }
+        }
+    }
+
+    /**
+     * The backward that recomputes the forward, fused (the forward writes lse, delta and the zeroed dq accumulator
+     * instead of out) against forward then backward: lse and dk, dv bit for bit (delta is summed in flash_delta_zero's
+     * order from the same bf16 out); dq up to the order of its fp32 atomic adds, which differs from run to run anyway.
+     */
+    @Test
+    void attentionBackwardRecomputingMatchesTheComposedOps() {
+        Random rng = new Random(SEED);
+        int hd = 64;
+        System.out.println("attentionBackwardRecomputing fused: " + gpu.fusesAttentionStash(hd));
+        for (int[] c : ATTENTION) {
+            int batch = c[0], seq = c[1], nHead = c[2], nKv = c[3], rows = batch * seq, width = (nHead + 2 * nKv) * hd;
+            String what = String.format("B%d T%d H%d KV%d (seed %d)", batch, seq, nHead, nKv, SEED);
+            Tensor qkv = bf16(rng, rows * width, 1), dout = bf16(rng, rows * nHead * hd, 1);
+            Tensor out = gpu.allocate(DType.BF16, rows * nHead * hd);
+            Tensor lseA = gpu.allocate(DType.F32, batch * nHead * seq), lseB = gpu.allocate(DType.F32, batch * nHead * seq);
+            Tensor dqkvA = gpu.allocate(DType.BF16, rows * width), dqkvB = gpu.allocate(DType.BF16, rows * width);
+            gpu.fuseStashQuantization(false);
+            gpu.attentionBackwardRecomputing(dqkvA, dout, out, lseA, qkv, batch, seq, nHead, nKv, hd);
+            gpu.fuseStashQuantization(true);
+            gpu.attentionBackwardRecomputing(dqkvB, dout, out, lseB, qkv, batch, seq, nHead, nKv, hd);
+            assertArrayEquals(bytes(lseA), bytes(lseB), "lse, " + what);
+            float[] a = CudaModelTest.read(gpu, dqkvA), b = CudaModelTest.read(gpu, dqkvB);
+            int qWidth = nHead * hd, kvWidth = width - qWidth;
+            float[] dqA = new float[rows * qWidth], dqB = new float[rows * qWidth];
+            float[] dkvA = new float[rows * kvWidth], dkvB = new float[rows * kvWidth];
+            for (int r = 0; r < rows; r++) {
+                System.arraycopy(a, r * width, dqA, r * qWidth, qWidth);
+                System.arraycopy(b, r * width, dqB, r * qWidth, qWidth);
+                System.arraycopy(a, r * width + qWidth, dkvA, r * kvWidth, kvWidth);
+                System.arraycopy(b, r * width + qWidth, dkvB, r * kvWidth, kvWidth);
+            }
+            assertArrayEquals(dkvA, dkvB, "dk, dv, " + what);
+            assertRelative("dq, " + what, dqA, dqB, 1e-3);
+            for (Tensor t : new Tensor[]{qkv, dout, out, lseA, lseB, dqkvA, dqkvB}) gpu.release(t);
         }
     }
 
