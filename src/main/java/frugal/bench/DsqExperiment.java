@@ -46,6 +46,7 @@ public final class DsqExperiment {
             new Setting("bfp8", new StashOptions("bfp8", null)),
             new Setting("bfp4", new StashOptions("bfp4", null)),
             new Setting("dsq-stash", new StashOptions("keep", Path.of("docs/experiments/dsq-stash.conf"))),
+            new Setting("dsq-stash-qkv8", new StashOptions("keep", Path.of("docs/experiments/dsq-stash-qkv8.conf"))),
             new Setting("dsq-g8", new StashOptions("keep", Path.of("docs/experiments/dsq-g8.conf"))),
             new Setting("dsq-sr234", new StashOptions("keep", Path.of("docs/experiments/dsq-sr234.conf"))));
 

@@ -8,10 +8,11 @@ import frugal.tensor.Tensor;
 
 /**
  * Fused q/k/v projection, optional rotary positions, causal grouped-query attention, output projection.
- * Stashes the (rotated) qkv, the attention output and its log-sum-exp. When the stash quantizes qkv, backward
- * recomputes the output and the log-sum-exp from the q, k, v it reads back instead: backward rebuilds the softmax
- * as exp(q·k − lse), and with the forward's exact lse against quantized q and k those rows no longer sum to one, an
- * error the exponential amplifies (on GPT-2 124M with a 3–4-bit stash: gradient norms of 10²–10³ before clipping). Where
+ * Stashes the (rotated) qkv, the attention output and its log-sum-exp. Where the stash policy recomputes softmax
+ * statistics ({@link frugal.stash.StashPolicy#recomputesSoftmax}: by default when it quantizes qkv below 8 bits),
+ * backward recomputes the output and the log-sum-exp from the q, k, v it reads back instead: backward rebuilds the
+ * softmax as exp(q·k − lse), and with the forward's exact lse against coarsely quantized q and k those rows no longer
+ * sum to one, an error the exponential amplifies (on GPT-2 124M with a 3–4-bit stash: gradient norms of 10²–10³). Where
  * the stash keeps the output only quantized (a buffer of {@link Context#stashed} shared by the layers), attention writes
  * its quantized copy itself as it writes it.
  */
@@ -90,9 +91,9 @@ public final class CausalSelfAttention {
         qkv.backward(ctx, dx, dqkv, rows);
     }
 
-    /** Whether this step stashes qkv quantized, so that backward recomputes attention's output and log-sum-exp. */
+    /** Whether this step's backward recomputes attention's output and log-sum-exp from the q, k, v it reads back. */
     private static boolean recomputesSoftmax(Context ctx) {
-        return ctx.stash().policy().format(StashKind.ATTENTION_QKV) != null;
+        return ctx.stash().policy().recomputesSoftmax();
     }
 
     /**

@@ -23,7 +23,14 @@ import java.util.Map;
  * stages = 0, 50%                 # stage starts: steps, or percent of the run; or instead
  * trigger = plateau 50 0.005      # next stage when the loss of the last 50 steps fell by < 0.5%
  * norm_input = q1                 # a kind: a point to follow, a format (list), or keep
+ * softmax_stats = recompute       # or keep (a list, per stage, as formats are)
  * </pre>
+ *
+ * <p>Softmax statistics (attention's log-sum-exp) are either kept, the forward's own, or recomputed: backward reruns
+ * the attention forward on the q, k, v it reads back. Backward rebuilds the probabilities as exp(q·k − lse), so with
+ * q and k quantized coarsely the forward's exact lse no longer normalizes the rows, an error the exponential
+ * amplifies (3–4-bit q, k on GPT-2 124M: gradient norms of 10²–10³). By default they are recomputed where
+ * {@code attention_qkv} is quantized below {@link #EXACT_SOFTMAX_BITS} bits, and kept otherwise.
  */
 public final class StashPolicy {
     /**
@@ -40,17 +47,25 @@ public final class StashPolicy {
             stages = 0, 50%
             """;
 
+    /**
+     * The fewest bits of q, k, v at which backward uses the forward's own log-sum-exp by default: at 8 bits a score
+     * q·k moves by about 1% of its spread, and the probabilities rebuilt from it by about as much.
+     */
+    public static final int EXACT_SOFTMAX_BITS = 8;
+
     private final String text;
     private final List<Map<QuantPoint, QuantFormat>> pointFormats;
     private final List<Map<StashKind, QuantFormat>> kindFormats;
+    private final List<Boolean> softmaxRecomputed;
     private final PrecisionSchedule schedule;
     private int stage;
 
-    private StashPolicy(String text, List<Map<QuantPoint, QuantFormat>> pointFormats,
-                        List<Map<StashKind, QuantFormat>> kindFormats, PrecisionSchedule schedule) {
+    private StashPolicy(String text, List<Map<QuantPoint, QuantFormat>> pointFormats, List<Map<StashKind, QuantFormat>> kindFormats,
+                        List<Boolean> softmaxRecomputed, PrecisionSchedule schedule) {
         this.text = text;
         this.pointFormats = pointFormats;
         this.kindFormats = kindFormats;
+        this.softmaxRecomputed = softmaxRecomputed;
         this.schedule = schedule;
     }
 
@@ -81,6 +96,7 @@ public final class StashPolicy {
             boolean activation = k != StashKind.SOFTMAX_STATS && k != StashKind.NORM_STATS && k != StashKind.TOKEN_IDS;
             kinds.put(k, activation ? QuantPoint.Q1 : keepList());
         }
+        List<Boolean> softmax = null; // recompute (true) or keep per stage; null: by attention_qkv's bits
         String stagesText = null, triggerText = null;
         int lineNumber = 0;
         for (String raw : text.split("\n")) {
@@ -94,6 +110,7 @@ public final class StashPolicy {
                 if (key.equals("stages")) stagesText = value;
                 else if (key.equals("trigger")) triggerText = value;
                 else if (key.matches("q[0-3]")) points.put(QuantPoint.byKey(key), formats(value));
+                else if (key.equals(StashKind.SOFTMAX_STATS.key())) softmax = softmaxChoices(value);
                 else kinds.put(StashKind.byKey(key), value.matches("(?i)q[0-3]") ? QuantPoint.byKey(value.toLowerCase(Locale.ROOT)) : formats(value));
             } catch (FrugalException e) {
                 throw new FrugalException("stash policy line " + lineNumber + ": " + e.getMessage(), e);
@@ -105,8 +122,10 @@ public final class StashPolicy {
         int stages = 1;
         for (List<QuantFormat> l : points.values()) stages = Math.max(stages, l.size());
         for (Object o : kinds.values()) if (o instanceof List<?> l) stages = Math.max(stages, l.size());
+        if (softmax != null) stages = Math.max(stages, softmax.size());
         List<Map<QuantPoint, QuantFormat>> pointFormats = new ArrayList<>();
         List<Map<StashKind, QuantFormat>> kindFormats = new ArrayList<>();
+        List<Boolean> softmaxRecomputed = new ArrayList<>();
         for (int s = 0; s < stages; s++) {
             Map<QuantPoint, QuantFormat> p = new EnumMap<>(QuantPoint.class);
             for (QuantPoint q : QuantPoint.values()) p.put(q, atStage(points.getOrDefault(q, keepList()), s, stages, q.key()));
@@ -118,8 +137,11 @@ public final class StashPolicy {
             }
             pointFormats.add(p);
             kindFormats.add(k);
+            QuantFormat qkv = k.get(StashKind.ATTENTION_QKV);
+            softmaxRecomputed.add(softmax != null ? atStage(softmax, s, stages, StashKind.SOFTMAX_STATS.key())
+                    : qkv != null && qkv.bits() < EXACT_SOFTMAX_BITS);
         }
-        return new StashPolicy(text, pointFormats, kindFormats, schedule(stagesText, triggerText, stages, totalSteps));
+        return new StashPolicy(text, pointFormats, kindFormats, softmaxRecomputed, schedule(stagesText, triggerText, stages, totalSteps));
     }
 
     private static PrecisionSchedule schedule(String stagesText, String triggerText, int stages, int totalSteps) {
@@ -155,6 +177,19 @@ public final class StashPolicy {
         return PrecisionSchedule.milestones(starts);
     }
 
+    /** softmax_stats' value: keep or recompute, one per stage. */
+    private static List<Boolean> softmaxChoices(String value) {
+        List<Boolean> list = new ArrayList<>();
+        for (String v : value.split(",")) {
+            String c = v.trim().toLowerCase(Locale.ROOT);
+            if (!c.equals("keep") && !c.equals("recompute")) {
+                throw new FrugalException("softmax_stats is keep or recompute (per stage), got \"" + v.trim() + "\"");
+            }
+            list.add(c.equals("recompute"));
+        }
+        return list;
+    }
+
     private static List<QuantFormat> keepList() {
         return Arrays.asList((QuantFormat) null);
     }
@@ -165,7 +200,7 @@ public final class StashPolicy {
         return list;
     }
 
-    private static QuantFormat atStage(List<QuantFormat> list, int stage, int stages, String what) {
+    private static <T> T atStage(List<T> list, int stage, int stages, String what) {
         if (list.size() == 1) return list.get(0);
         if (list.size() != stages) throw new FrugalException(what + " has " + list.size() + " formats where others have " + stages + " stages");
         return list.get(stage);
@@ -192,6 +227,14 @@ public final class StashPolicy {
     /** The format of a GEMM operand point in the current stage; null means keep. */
     public QuantFormat format(QuantPoint point) {
         return pointFormats.get(stage).get(point);
+    }
+
+    /**
+     * Whether attention's backward in the current stage reruns the forward on the q, k, v read back for its log-sum-exp
+     * (and the output it needs), rather than reading the forward's own from the stash (see the class comment).
+     */
+    public boolean recomputesSoftmax() {
+        return softmaxRecomputed.get(stage);
     }
 
     /** The most bytes that n values of this kind take in any stage (what its stash buffer is allocated for). */

@@ -47,6 +47,25 @@ class PrecisionScheduleTest {
     }
 
     @Test
+    void softmaxStatisticsAreRecomputedByDefaultBelowEightBitsOrAsConfiguredPerStage() {
+        StashPolicy byBits = StashPolicy.parse("q1 = bfp3, bfp4\nattention_qkv = bfp4, bfp8\nstages = 0, 5", 10);
+        byBits.beginStep(1);
+        assertTrue(byBits.recomputesSoftmax(), "4-bit q, k, v: rerun the forward");
+        byBits.beginStep(5);
+        assertTrue(!byBits.recomputesSoftmax(), "8-bit q, k, v: the forward's lse");
+        StashPolicy configured = StashPolicy.parse("q1 = bfp3, bfp4\nsoftmax_stats = keep, recompute\nstages = 0, 5", 10);
+        configured.beginStep(4);
+        assertTrue(!configured.recomputesSoftmax());
+        configured.beginStep(6);
+        assertTrue(configured.recomputesSoftmax());
+        StashPolicy kept = StashPolicy.keep();
+        kept.beginStep(1);
+        assertTrue(!kept.recomputesSoftmax(), "nothing quantized, nothing recomputed");
+        FrugalException e = assertThrows(FrugalException.class, () -> StashPolicy.parse("softmax_stats = bfp8", 10));
+        assertTrue(e.getMessage().contains("keep or recompute"), e.getMessage());
+    }
+
+    @Test
     void rejectsInconsistentPolicies() {
         assertThrows(FrugalException.class, () -> StashPolicy.parse("q1 = bfp2, bfp4", 10), "two stages without starts");
         assertThrows(FrugalException.class, () -> StashPolicy.parse("q1 = bfp2, bfp4\nq2 = bfp2, bfp3, bfp4\nstages = 0, 5", 10));

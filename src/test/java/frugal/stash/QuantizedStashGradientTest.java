@@ -47,6 +47,26 @@ public class QuantizedStashGradientTest {
         }
     }
 
+    /**
+     * q, k, v at 8 bits with the forward's own log-sum-exp (the default at 8 bits) stay as close to the exact gradients
+     * as with the softmax recomputed from them; at 4 bits the default recomputes.
+     */
+    @Test
+    void eightBitQkvUsesTheForwardsSoftmaxStatisticsWithinTheFormat() {
+        assertTrue(!StashPolicy.parse("attention_qkv = bfp8/32/rn", 1).recomputesSoftmax());
+        assertTrue(StashPolicy.parse("attention_qkv = bfp4/32/rn", 1).recomputesSoftmax());
+        for (ModelConfig c : configs()) {
+            List<float[]> exact = gradients(c, Context.of(CPU));
+            double kept = worstRelativeError(exact, gradients(c, context(CPU, "attention_qkv = bfp8/32/rn")));
+            double recomputed = worstRelativeError(exact, gradients(c, context(CPU, "attention_qkv = bfp8/32/rn\nsoftmax_stats = recompute")));
+            String errors = c.family() + " (seed " + SEED + "): qkv bfp8, worst relative gradient error with the forward's lse "
+                    + kept + ", recomputed " + recomputed;
+            System.out.println(errors);
+            assertTrue(kept > 0 && kept < 0.04, errors);
+            assertTrue(recomputed > 0 && recomputed < 0.04, errors);
+        }
+    }
+
     /** The gradients of one forward and backward through the stash of a context. */
     public interface Gradients {
         List<float[]> through(Context ctx);
