@@ -9,6 +9,7 @@ import frugal.tensor.DType;
 import frugal.tensor.Tensor;
 
 import java.util.HashMap;
+import java.util.IdentityHashMap;
 import java.util.Map;
 
 /**
@@ -21,7 +22,8 @@ import java.util.Map;
  * <p>The producer still writes its full-precision output (F32, or BF16 under mixed precision), which is quantized
  * right after; when it is quantized under every kind it is saved as, that output lives in a buffer shared by all
  * layers ({@link #output}). A loaded tensor is dequantized into one of a few scratch buffers of its type shared by all
- * layers, valid until {@value #READ_BUFFERS} more loads.
+ * layers, valid until {@value #READ_BUFFERS} more loads; loaded again before then (attention's output, read by the
+ * output projection's dW and by attention's backward), the same dequantized copy is handed out again.
  */
 public final class Stash {
     private static final int READ_BUFFERS = 4;
@@ -40,6 +42,8 @@ public final class Stash {
      * they hold is only valid until the next layer.
      */
     private final Map<Long, Declared> declared = new HashMap<>();
+    /** The dequantized copy each quantized entry was last loaded into, with the count of loads when it was. */
+    private final Map<Entry, Dequantized> lastLoads = new IdentityHashMap<>();
     private int step;
     private long quantizeCalls;
     private long reads;
@@ -47,6 +51,9 @@ public final class Stash {
     private long bytesRead;
 
     private record Source(long address, long bytes, QuantFormat format) {
+    }
+
+    private record Dequantized(Tensor tensor, long index) {
     }
 
     /** What {@link #output} last handed out a shared buffer for: the tensor's name and the kinds it is saved under. */
@@ -177,9 +184,13 @@ public final class Stash {
     }
 
     public Tensor load(String name) {
-        Entry e = read(name);
+        Entry e = entry(name);
+        Dequantized last = lastLoads.get(e);
+        if (last != null && reads - last.index() <= READ_BUFFERS) return last.tensor(); // its buffer not handed out since
+        read(name);
         if (e.kept != null) return e.kept;
-        Tensor out = scratch.get("read." + e.dtype + "." + (reads++ % READ_BUFFERS), e.dtype, e.shape);
+        Tensor out = scratch.get("read." + e.dtype + "." + (reads % READ_BUFFERS), e.dtype, e.shape);
+        lastLoads.put(e, new Dequantized(out, reads++));
         ops.dequantize(out, e.packed, e.scales, out.size(), e.format);
         return out;
     }
@@ -257,6 +268,7 @@ public final class Stash {
         saved.clear();
         bySource.clear();
         declared.clear();
+        lastLoads.clear();
         ledger.released();
         reads = 0; // every pass hands out the same read buffers in the same order: a captured graph allocates nothing
     }

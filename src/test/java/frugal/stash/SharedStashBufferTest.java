@@ -56,6 +56,33 @@ class SharedStashBufferTest {
     }
 
     @Test
+    void aTensorLoadedAgainSoonIsDequantizedOnceAndLaterAgain() {
+        Stash stash = new Stash(CPU, StashPolicy.parse("q1 = bfp4/32/rn", 1), 1);
+        Workspace buffers = new Workspace(CPU);
+        stash.beginStep(1);
+        Random rng = new Random(SEED);
+        int[] shape = {4, 64};
+        float[][] written = new float[6][];
+        for (int i = 0; i < 6; i++) {
+            Tensor t = buffers.get("t" + i, shape);
+            written[i] = randoms(rng, 4 * 64);
+            CPU.upload(t, MemorySegment.ofArray(written[i]));
+            stash.save("t" + i + ".att", StashKind.ATTENTION_OUTPUT, t);
+            stash.save("t" + i + ".proj.in", StashKind.LINEAR_INPUT, t); // the same format: stored once
+        }
+        QuantFormat bfp4 = QuantFormat.parse("bfp4/32/rn");
+        long perTensor = bfp4.bytes(4 * 64);
+        Tensor first = stash.load("t0.proj.in");
+        assertSame(first, stash.load("t0.att"), "loaded again at once: the same dequantized copy");
+        assertTrue(stash.bytesRead() == perTensor, "read back once: " + stash.bytesRead());
+        for (int i = 1; i <= 4; i++) assertArrayEquals(roundTrip(written[i], bfp4), stash.load("t" + i + ".att").toFloatArray());
+        // four loads later t0's buffer went to t4: loading t0 dequantizes it again
+        assertArrayEquals(roundTrip(written[0], bfp4), stash.load("t0.att").toFloatArray());
+        assertArrayEquals(roundTrip(written[4], bfp4), stash.load("t4.proj.in").toFloatArray());
+        assertTrue(stash.bytesRead() == 6 * perTensor, "t0 read back twice, t1..t4 once: " + stash.bytesRead());
+    }
+
+    @Test
     void aKeptKindGetsABufferOfItsOwnAndCannotBeSavedFromASharedOne() {
         Stash stash = new Stash(CPU, StashPolicy.parse("q1 = bfp4", 1), 1);
         Workspace buffers = new Workspace(CPU);
