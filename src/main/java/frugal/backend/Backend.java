@@ -225,13 +225,17 @@ public interface Backend extends AutoCloseable {
     void attentionForward(Tensor out, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead, int headDim);
 
     /**
-     * {@link #attentionForward} that also writes what the stash keeps of out: its quantized copy outq, exactly as
-     * {@link #quantize} would from the out written. Backends fuse it into the kernel's epilogue where they can.
+     * {@link #attentionForward} that also writes what the stash keeps of out and of qkv: their quantized copies outq and
+     * qkvq (either may be null: none), exactly as {@link #quantize} would from the out written and from the whole qkv.
+     * Backends fuse them into the kernel's epilogue where they can (qkv's from the q, k, v the kernel has read anyway).
      */
-    default void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
-                                           int nKvHead, int headDim) {
+    default void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, Quantized qkvq, int batch, int seq,
+                                           int nHead, int nKvHead, int headDim) {
         attentionForward(out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
-        quantize(outq.packed(), outq.scales(), out, (long) batch * seq * nHead * headDim, outq.format(), outq.seed());
+        if (outq != null) quantize(outq.packed(), outq.scales(), out, (long) batch * seq * nHead * headDim, outq.format(), outq.seed());
+        if (qkvq != null) {
+            quantize(qkvq.packed(), qkvq.scales(), qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim, qkvq.format(), qkvq.seed());
+        }
     }
 
     /** Writes dqkv (same layout as qkv) from dout, given the forward's out and lse. */

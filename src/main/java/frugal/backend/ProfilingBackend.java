@@ -353,13 +353,15 @@ public final class ProfilingBackend implements Backend {
     }
 
     @Override
-    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead, int nKvHead,
-                                          int headDim) {
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, Quantized qkvq, int batch, int seq,
+                                          int nHead, int nKvHead, int headDim) {
         long t = start();
-        inner.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
-        stop("attention + stash quantization", t, 2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 2,
-                (long) batch * seq * ((nHead + 2L * nKvHead) * headDim * elem(qkv) + (long) nHead * headDim * elem(out) + nHead * elem(lse))
-                        + outq.format().bytes((long) batch * seq * nHead * headDim));
+        inner.attentionForwardQuantized(out, outq, lse, qkv, qkvq, batch, seq, nHead, nKvHead, headDim);
+        long outN = (long) batch * seq * nHead * headDim, qkvN = (long) batch * seq * (nHead + 2L * nKvHead) * headDim;
+        stop("attention + stash quantization" + (outq == null ? " (qkv)" : qkvq == null ? "" : " (out, qkv)"), t,
+                2.0 * batch * nHead * seq * (seq + 1) / 2.0 * headDim * 2,
+                qkvN * elem(qkv) + outN * elem(out) + (long) batch * seq * nHead * elem(lse)
+                        + (outq == null ? 0 : outq.format().bytes(outN)) + (qkvq == null ? 0 : qkvq.format().bytes(qkvN)));
     }
 
     /** Counted as the recomputed forward (which writes lse, not out) and the backward. */

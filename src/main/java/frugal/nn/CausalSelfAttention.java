@@ -14,7 +14,7 @@ import frugal.tensor.Tensor;
  * softmax as exp(q·k − lse), and with the forward's exact lse against coarsely quantized q and k those rows no longer
  * sum to one, an error the exponential amplifies (on GPT-2 124M with a 3–4-bit stash: gradient norms of 10²–10³). Where
  * the stash keeps the output only quantized (a buffer of {@link Context#stashed} shared by the layers), attention writes
- * its quantized copy itself as it writes it.
+ * its quantized copy itself as it writes it; without rotary positions it writes qkv's too, from the q, k, v it reads.
  */
 public final class CausalSelfAttention {
     private final String name;
@@ -45,21 +45,22 @@ public final class CausalSelfAttention {
         Tensor att = recompute ? ctx.stashed(name + ".att", "attn.att", attShape, StashKind.LINEAR_INPUT)
                 : ctx.stashed(name + ".att", "attn.att", attShape, StashKind.ATTENTION_OUTPUT, StashKind.LINEAR_INPUT);
         Tensor lse = ctx.buffers().get(recompute ? "scratch.lse" : name + ".lse", DType.F32, batch, nHead, seq);
+        qkv.forward(ctx, q, x, rows);
+        Quantized qkvq = null; // without rope, attention writes the stash's copy of q, k, v from what it reads of them
         if (ropeTheta > 0) { // the stash keeps the rotated q and k
-            qkv.forward(ctx, q, x, rows);
             ctx.ops().rope(q, batch, seq, nHead, nKvHead, headDim, ropeTheta, false);
             ctx.stash().save(name + ".qkv", StashKind.ATTENTION_QKV, q);
         } else {
-            qkv.forward(ctx, q, ctx.stash().saveByProducer(name + ".qkv", StashKind.ATTENTION_QKV, q), x, rows);
+            qkvq = ctx.stash().saveByProducer(name + ".qkv", StashKind.ATTENTION_QKV, q);
         }
         Quantized attq = ctx.stash().outputByProducer(att); // then the saves of att below and in proj find it saved
-        if (attq == null) {
+        if (attq == null && qkvq == null) {
             ctx.ops().attentionForward(att, lse, q, batch, seq, nHead, nKvHead, headDim);
         } else {
             try {
-                ctx.ops().attentionForwardQuantized(att, attq, lse, q, batch, seq, nHead, nKvHead, headDim);
+                ctx.ops().attentionForwardQuantized(att, attq, lse, q, qkvq, batch, seq, nHead, nKvHead, headDim);
             } catch (FrugalException e) {
-                throw ctx.stash().failure("stash of " + name + "'s output", e);
+                throw ctx.stash().failure("stash of " + name + (qkvq == null ? "'s output" : "'s q, k, v or output"), e);
             }
         }
         if (!recompute) {

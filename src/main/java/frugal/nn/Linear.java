@@ -40,11 +40,6 @@ public final class Linear {
         forward(ctx, y, null, null, x, rows, true);
     }
 
-    /** forward that also writes yq, the stash's quantized copy of y ({@link Stash#saveByProducer}), as it writes y. */
-    public void forward(Context ctx, Tensor y, Quantized yq, Tensor x, int rows) {
-        forward(ctx, y, null, yq, x, rows, true);
-    }
-
     /**
      * pre[rows, out] = x·Wᵀ + b and act = GELU(pre), in one product where the backend can (the GELU epilogue spares
      * a pass over pre); stashes and quantizes as {@link #forward(Context, Tensor, Tensor, int)}.
@@ -71,7 +66,7 @@ public final class Linear {
 
     /**
      * y = x·Wᵀ + b, or with pre non-null, pre = x·Wᵀ + b and y = GELU(pre); x stashed where stashInput. productq, where
-     * non-null, receives the quantized copy of the product (pre where there is one, else y).
+     * non-null (only with pre), receives the quantized copy of pre.
      */
     private void forward(Context ctx, Tensor y, Tensor pre, Quantized productq, Tensor x, int rows, boolean stashInput) {
         Stash s = ctx.stash();
@@ -79,8 +74,7 @@ public final class Linear {
         Tensor xq = s.gemmOperand(QuantPoint.Q0, "a", x), wq = s.gemmOperand(QuantPoint.Q0, "b", weight.compute());
         Tensor b = bias == null ? null : bias.compute();
         try {
-            if (productq != null && pre == null) ctx.ops().linearForwardQuantized(y, productq, xq, wq, b, rows, out, in);
-            else if (productq != null) ctx.ops().linearGeluForwardQuantized(y, pre, productq, xq, wq, b, rows, out, in);
+            if (productq != null) ctx.ops().linearGeluForwardQuantized(y, pre, productq, xq, wq, b, rows, out, in);
             else if (pre == null) ctx.ops().linearForward(y, xq, wq, b, rows, out, in);
             else ctx.ops().linearGeluForward(y, pre, xq, wq, b, rows, out, in);
         } catch (FrugalException e) {

@@ -171,16 +171,19 @@ public final class CpuBackend implements Backend {
         CpuAttention.forward(out, null, lse, qkv, batch, seq, nHead, nKvHead, headDim);
     }
 
-    /** Fused (CpuAttention) where headDim is a multiple of outq's block; else the composition. */
+    /** out's copy fused (CpuAttention) where headDim is a multiple of outq's block; else, and qkv's, composed. */
     @Override
-    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
-                                          int nKvHead, int headDim) {
-        if (headDim % outq.format().block() != 0) {
-            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, Quantized qkvq, int batch, int seq,
+                                          int nHead, int nKvHead, int headDim) {
+        if (outq == null || headDim % outq.format().block() != 0) {
+            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, qkvq, batch, seq, nHead, nKvHead, headDim);
             return;
         }
         outq.format().checkBuffers(outq.packed(), outq.scales(), (long) batch * seq * nHead * headDim);
         CpuAttention.forward(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        if (qkvq != null) {
+            quantize(qkvq.packed(), qkvq.scales(), qkv, (long) batch * seq * (nHead + 2L * nKvHead) * headDim, qkvq.format(), qkvq.seed());
+        }
     }
 
     @Override

@@ -991,6 +991,12 @@ public final class CudaBackend implements Backend {
      */
     private static final boolean FLASH_WG2 = !"0".equals(System.getenv("FRUGAL_CUDA_FLASH_WG2"));
 
+    /**
+     * Whether the attention forward's epilogue also quantizes the stash's copy of q, k, v (else quantize reads qkv again
+     * after it); FRUGAL_CUDA_STASH_QKV=0 turns that alone off, for A/B timings.
+     */
+    private static final boolean STASH_QKV = !"0".equals(System.getenv("FRUGAL_CUDA_STASH_QKV"));
+
     /** Whether attention of this head dimension runs the warpgroup-MMA kernels (Hopper, head dimension 64). */
     private boolean wgmma(int headDim) {
         return FLASH_WGMMA && arch == 90 && headDim == 64;
@@ -1058,29 +1064,54 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Fused (flash_forward_q<bits>_64: the forward's epilogue quantizes out as it writes it) where the forward runs
+     * Whether the forward's epilogue (flash_forward_q<bits>_64) quantizes x, out or qkv, into q: where the forward runs
      * flash_forward_wg2_64, in a format of the fast quantize kernels ({@link #fastQuant}) with 3, 4 or 8 bits whose block
-     * lies within a head's row (at most headDim values); else the composition.
+     * lies within a head's row (at most headDim values). The op takes qkv's only where STASH_QKV.
+     */
+    boolean fusesAttentionCopy(Tensor x, Quantized q, Tensor out, Tensor qkv, int headDim) {
+        QuantFormat f = q.format();
+        int bits = f.bits();
+        return stashFusion && flashWg2(act("attentionForwardQuantized", out, qkv), headDim, out, qkv)
+                && f.block() <= headDim && (bits == 3 || bits == 4 || bits == 8) && fastQuant(f, x, q.packed());
+    }
+
+    /**
+     * Fused where the forward's epilogue quantizes ({@link #fusesAttentionCopy}): out as it writes it, q, k, v from the
+     * tiles it read them into, both in one kernel where both fuse at one bit width; what does not fuse is quantized after.
      */
     @Override
-    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, int batch, int seq, int nHead,
-                                          int nKvHead, int headDim) {
+    public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, Quantized qkvq, int batch, int seq,
+                                          int nHead, int nKvHead, int headDim) {
         bind();
-        String t = checkAttentionForward("attentionForwardQuantized", out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
-        QuantFormat f = outq.format();
-        int bits = f.bits();
-        if (!stashFusion || batch == 0 || seq == 0 || !flashWg2(t, headDim, out, qkv) || f.block() > headDim
-                || !(bits == 3 || bits == 4 || bits == 8) || !fastQuant(f, out, outq.packed())) {
-            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        checkAttentionForward("attentionForwardQuantized", out, lse, qkv, batch, seq, nHead, nKvHead, headDim);
+        boolean empty = batch == 0 || seq == 0;
+        Quantized fusedOut = outq != null && !empty && fusesAttentionCopy(out, outq, out, qkv, headDim) ? outq : null;
+        Quantized fusedQkv = qkvq != null && !empty && STASH_QKV && fusesAttentionCopy(qkv, qkvq, out, qkv, headDim)
+                && (fusedOut == null || fusedOut.format().bits() == qkvq.format().bits()) ? qkvq : null;
+        if (fusedOut == null && fusedQkv == null) {
+            Backend.super.attentionForwardQuantized(out, outq, lse, qkv, qkvq, batch, seq, nHead, nKvHead, headDim);
             return;
         }
-        f.checkBuffers(outq.packed(), outq.scales(), (long) batch * seq * nHead * headDim);
+        long outN = (long) batch * seq * nHead * headDim, qkvN = (long) batch * seq * (nHead + 2L * nKvHead) * headDim;
+        if (fusedOut != null) fusedOut.format().checkBuffers(fusedOut.packed(), fusedOut.scales(), outN);
+        if (fusedQkv != null) fusedQkv.format().checkBuffers(fusedQkv.packed(), fusedQkv.scales(), qkvN);
+        int bits = (fusedOut != null ? fusedOut : fusedQkv).format().bits();
+        Object[] o = epilogueQuant(fusedOut), q = epilogueQuant(fusedQkv);
         launchFlashForwardWg2("flash_forward_q" + bits + "_64", batch, seq, nHead, out, lse, qkv, seq, nHead, nKvHead,
-                (float) (1.0 / Math.sqrt(headDim)), outq.packed(), outq.scales(), Integer.numberOfTrailingZeros(f.block() / 8),
-                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0,
-                QuantFormat.seedBits(outq.seed()), aligned4(outq.scales()), quantErrors);
+                (float) (1.0 / Math.sqrt(headDim)), o[0], o[1], o[2], o[3], o[4], o[5], o[6], quantErrors, q[0], q[1], q[2], q[3], q[4],
+                q[5], q[6]);
         quantizeCalls++;
         quantizeUnchecked = true;
+        if (outq != null && fusedOut == null) quantize(outq.packed(), outq.scales(), out, outN, outq.format(), outq.seed());
+        if (qkvq != null && fusedQkv == null) quantize(qkvq.packed(), qkvq.scales(), qkv, qkvN, qkvq.format(), qkvq.seed());
+    }
+
+    /** The arguments of a copy the forward's epilogue quantizes (flash.cu's StashQuant), null's a null packed pointer. */
+    private Object[] epilogueQuant(Quantized q) {
+        if (q == null) return new Object[]{null, null, 0, 0, 0, 0, 0};
+        QuantFormat f = q.format();
+        return new Object[]{q.packed(), q.scales(), Integer.numberOfTrailingZeros(f.block() / 8), f.scheme() == QuantFormat.Scheme.INT ? 1 : 0,
+                f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0, QuantFormat.seedBits(q.seed()), aligned4(q.scales())};
     }
 
     /** Checks attention's backward arguments; returns the activation type (act's). */

@@ -8,8 +8,9 @@
 //             query tile) pairs computing dk, dv and, by atomics, dq (flash_backward_fused; grid (T/64, KVH, B)), then
 //             dq into dqkv (flash_dq_store).
 //   forward on Hopper with a stash (head dimension 64, flash_forward_wg2's epilogues): flash_forward_q<BITS>_64 also
-//             writes out's quantized copy; flash_forward_delta_64, the forward that backward recomputes from a quantized
-//             qkv, writes lse, delta and the zeroed dq buffer instead of out, so that flash_delta_zero is not needed.
+//             writes out's quantized copy, qkv's (from the tiles it holds of q, k, v), or both; flash_forward_delta_64,
+//             the forward that backward recomputes from a quantized qkv, writes lse, delta and the zeroed dq buffer
+//             instead of out, so that flash_delta_zero is not needed.
 //   backward (FRUGAL_CUDA_FLASH_FUSED=0, deterministic): delta = rowsum(dO∘O) (attention_delta_bf16 of attention.cu),
 //             then dq (grid (T/64, H, B), recomputes P and dP per key tile) and dk/dv (grid (T/64, KVH, B), loops over
 //             the group's heads and query tiles); each output has one writer, no atomics.
@@ -914,11 +915,13 @@ __device__ __forceinline__ void wgmma_pb_async(float (*d)[4], const unsigned (*a
 
 // What a forward block leaves its epilogue: this lane's part (lane = 4g + c, the accumulator layout) of rows rowA and
 // rowA + 8 of head h of batch b, their running maxima (exp2 units) and sums, and 2 KiB of shared memory the warp may
-// stage its 16 rows in.
+// stage its 16 rows in, which hold the rows' q until then (swizzled as stage_rows stages); kv: k of the same rows (the
+// diagonal key tile's, still in the ring), their v BM·D values after it.
 struct ForwardRows {
     int b, h, rowA, lane;
     float mA, mB, lA, lB;
     unsigned char* stage;
+    const unsigned char* kv;
 };
 
 // The warp's 16 rows of the normalized output o (accumulator layout, rows scaled by sA and sB), rounded to bf16 as
@@ -966,23 +969,27 @@ __device__ __forceinline__ void store_forward_delta(float* lse, float* delta, fl
     }
 }
 
-// The epilogue of flash_forward_q<BITS>_64: out and lse as store_forward writes them (out a 16-byte group per lane), and
-// out's quantized copy, from the bf16 values written, as quantize writes it (quant.cuh's fast path: a lane a group, a
-// block 1..8 lanes of a row's 8, so blocks of 8..64 values). A row's 8 groups are 8·BITS contiguous packed bytes:
-// where BITS is no power of two, the warp assembles them, 4 rows a pass, from bits staged as store_chunk stages them.
+// Where a stash quantizes what a forward kernel writes: quantize_<T>_q<BITS>'s arguments, less the source and its size.
+// packed null: not quantized.
+struct StashQuant {
+    unsigned char* packed;
+    unsigned char* scales;
+    int logLanes, isInt, stochastic;
+    unsigned seedBits;
+    int scalesAligned;
+};
+
+// The warp's 16 rows of 64 bf16 in a swizzled stage (stage_rows' layout) quantized as quantize writes them (quant.cuh's
+// fast path: a lane a group, a block 1..8 lanes of a row's 8, so blocks of 8..64 values), where row t's values are
+// elements base + t·rowW .. of the quantized tensor; with out, also stored at those offsets of out. Rows from row0, those
+// at or past T skipped. A row's 8 groups are 8·BITS contiguous packed bytes: where BITS is no power of two, the warp
+// assembles them, 4 rows a pass, from bits staged in slots (33 words; they may overlap the stage, which is read first).
 template <int BITS>
-__device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, unsigned char* packed, unsigned char* scales,
-                                                        int logLanes, int isInt, int stochastic, unsigned seedBits,
-                                                        int scalesAligned, unsigned* error, const float (*o)[4],
-                                                        ForwardRows& r, int H, int T) {
-    constexpr int D = 64;
-    const int lane = r.lane, row0 = r.rowA - (lane >> 2);
-    store_lse(lse, r.b, r.h, H, T, r.rowA, lane & 3, r.mA, r.mB, r.lA, r.lB);
-    stage_rows(r.stage, o, 1.f / r.lA, 1.f / r.lB, lane);
+__device__ __forceinline__ void quantize_rows(const unsigned char* stage, unsigned long long* slots, bf16* out, const StashQuant& q,
+                                              unsigned* error, i64 base, i64 rowW, int row0, int T, int lane) {
     uint4 raw[4];
 #pragma unroll
-    for (int k = 0; k < 4; k++) raw[k] = staged_group(r.stage, k, lane);
-    unsigned long long* slots = reinterpret_cast<unsigned long long*>(r.stage); // staged_word's, once the rows are read
+    for (int k = 0; k < 4; k++) raw[k] = staged_group(stage, k, lane);
     if constexpr (!DIRECT_WORDS(BITS)) {
         __syncwarp();
         if (lane == 0) slots[32] = 0;
@@ -990,26 +997,55 @@ __device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, u
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         const int row = row0 + 4 * k + (lane >> 3);
-        const i64 at = (((i64) r.b * T + row) * H + r.h) * D + (lane & 7) * 8;
+        const i64 at = base + row * rowW + (lane & 7) * 8;
         float v[8];
         Pack<bf16>::load(v, reinterpret_cast<const bf16*>(&raw[k]), 0);
-        if (row < T) *reinterpret_cast<uint4*>(out + at) = raw[k];
-        const PackedGroup<BITS> q = pack_block_group<BITS>(v, at >> 3, logLanes, isInt, stochastic, seedBits);
+        if (out != nullptr && row < T) *reinterpret_cast<uint4*>(out + at) = raw[k];
+        const PackedGroup<BITS> g = pack_block_group<BITS>(v, at >> 3, q.logLanes, q.isInt, q.stochastic, q.seedBits);
         if constexpr (DIRECT_WORDS(BITS)) {
-            if (row < T) reinterpret_cast<typename GroupWord<BITS>::type*>(packed)[at >> 3] = q.bits;
+            if (row < T) reinterpret_cast<typename GroupWord<BITS>::type*>(q.packed)[at >> 3] = g.bits;
         } else {
             __syncwarp(); // the previous pass's words are out
-            slots[lane] = q.bits;
+            slots[lane] = g.bits;
             __syncwarp();
 #pragma unroll
             for (int w = lane; w < 8 * BITS; w += 32) { // word w of the pass: word w % (2·BITS) of its row w / (2·BITS)
                 const int rw = row0 + 4 * k + w / (2 * BITS);
-                unsigned* words = reinterpret_cast<unsigned*>(packed + (((i64) r.b * T + rw) * H + r.h) * D * BITS / 8);
+                unsigned* words = reinterpret_cast<unsigned*>(q.packed + (base + rw * rowW) * BITS / 8);
                 if (rw < T) words[w % (2 * BITS)] = staged_word<BITS>(slots, w);
             }
         }
-        if (row < T && (lane & ((1 << logLanes) - 1)) == 0) store_scale(scales, at >> (3 + logLanes), isInt, scalesAligned, q.sc, error);
+        if (row < T && (lane & ((1 << q.logLanes) - 1)) == 0) store_scale(q.scales, at >> (3 + q.logLanes), q.isInt, q.scalesAligned, g.sc, error);
     }
+    __syncwarp(); // the stage and the slots are read
+}
+
+// The epilogue of flash_forward_q<BITS>_64: where qkvq quantizes, the warp's rows of q, k and v as quantize writes qkv
+// (k and v by the group's first query head only), from the tiles the forward read them into (its Q rows, r.stage, and
+// the diagonal key tile, r.kv); then out and lse as store_forward writes them (out a 16-byte group per lane), and where
+// outq quantizes, out's quantized copy from the bf16 values written. The stage is overwritten last: it holds q.
+template <int BITS>
+__device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, const StashQuant& outq, const StashQuant& qkvq,
+                                                        unsigned* error, const float (*o)[4], ForwardRows& r, int H, int KVH, int T) {
+    constexpr int D = 64;
+    const int lane = r.lane, row0 = r.rowA - (lane >> 2), group = H / KVH;
+    unsigned long long* slots = reinterpret_cast<unsigned long long*>(r.stage);
+    if (qkvq.packed != nullptr) {
+        const i64 rowW = (i64) (H + 2 * KVH) * D, base = (i64) r.b * T * rowW, kOff = (i64) (H + r.h / group) * D;
+#pragma unroll 1
+        for (int part = 0; part < (r.h % group == 0 ? 3 : 1); part++) { // q, k, v: one copy of the code (NVRTC's time)
+            const unsigned char* src = part == 0 ? r.stage : r.kv + (part - 1) * BM * D * 2;
+            const i64 off = part == 0 ? (i64) r.h * D : kOff + (part - 1) * (i64) KVH * D;
+            quantize_rows<BITS>(src, slots, nullptr, qkvq, error, base + off, rowW, row0, T, lane);
+        }
+    }
+    if (outq.packed == nullptr) {
+        store_forward<D>(out, lse, o, r.b, r.h, H, T, (i64) r.h * D, r.rowA, lane & 3, r.mA, r.mB, r.lA, r.lB);
+        return;
+    }
+    store_lse(lse, r.b, r.h, H, T, r.rowA, lane & 3, r.mA, r.mB, r.lA, r.lB);
+    stage_rows(r.stage, o, 1.f / r.lA, 1.f / r.lB, lane);
+    quantize_rows<BITS>(r.stage, slots, out, outq, error, ((i64) r.b * T * H + r.h) * D, (i64) H * D, row0, T, lane);
 }
 
 // Forward: a block of 256 threads owns 128 query rows (warpgroup w rows q0 + 64w ...) and streams the key tiles both
@@ -1093,8 +1129,10 @@ __device__ __forceinline__ void flash_forward_wg2(const bf16* qkv, int T, int H,
         wg_wait<0>();
     }
     for (; j < N; j++) barrier(j); // a warpgroup wholly past T
-    // The warp's rows of its Q tile are free: the warpgroup's products, which read them, have completed.
-    ForwardRows rows = {b, h, rowA, lane, mA, mB, lA, lB, reinterpret_cast<unsigned char*>(Qs + warp * 16 * D)};
+    // The warp's rows of its Q tile are free: the warpgroup's products, which read them, have completed. No tile is
+    // loaded after the last barrier, so the ring still holds this warpgroup's diagonal tile r0 / BM (the block's last two).
+    ForwardRows rows = {b, h, rowA, lane, mA, mB, lA, lB, reinterpret_cast<unsigned char*>(Qs + warp * 16 * D),
+                        reinterpret_cast<const unsigned char*>(ring + ((r0 / BM) & (WG_STAGES - 1)) * 2 * TILE + warp * 16 * D)};
     store(o, rows);
 }
 
@@ -1115,15 +1153,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_delta_64(floa
     });
 }
 
-// flash_forward_q<BITS>_64: the forward that also writes out's quantized copy for the stash (attentionForwardQuantized),
-// for the bit widths DSQ's stash uses (3 and 4 bits, and 8); the arguments after scale as quantize_<T>_q<BITS>'s,
-// less the source and its size.
+// flash_forward_q<BITS>_64: the forward that also writes the stash's quantized copies (attentionForwardQuantized) of out
+// and of its q, k, v (either; a null packed pointer skips it), for the bit widths DSQ's stash uses (3 and 4 bits, and 8);
+// each copy's arguments as quantize_<T>_q<BITS>'s, less the source and its size.
 #define FLASH_FORWARD_Q(BITS) extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_q##BITS##_64(bf16* out, \
         float* lse, const bf16* qkv, int T, int H, int KVH, float scale, unsigned char* packed, unsigned char* scales, \
-        int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned, unsigned* error) { \
+        int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned, unsigned* error, \
+        unsigned char* qkvPacked, unsigned char* qkvScales, int qkvLogLanes, int qkvIsInt, int qkvStochastic, \
+        unsigned qkvSeedBits, int qkvScalesAligned) { \
+    const StashQuant outq = {packed, scales, logLanes, isInt, stochastic, seedBits, scalesAligned}; \
+    const StashQuant qkvq = {qkvPacked, qkvScales, qkvLogLanes, qkvIsInt, qkvStochastic, qkvSeedBits, qkvScalesAligned}; \
     flash_forward_wg2(qkv, T, H, KVH, scale, [&](const float (*o)[4], ForwardRows& r) { \
-        store_forward_quantized<BITS>(out, lse, packed, scales, logLanes, isInt, stochastic, seedBits, scalesAligned, error, o, r, \
-                                      H, T); }); }
+        store_forward_quantized<BITS>(out, lse, outq, qkvq, error, o, r, H, KVH, T); }); }
 FLASH_FORWARD_Q(3) FLASH_FORWARD_Q(4) FLASH_FORWARD_Q(8)
 
 // d[64 × 32] (+)= A[64 × 16] · B[16 × 32] in shared memory, A M-major, B K-major; with FIRST d is written, not read.

@@ -132,6 +132,7 @@ class CpuStashFusionTest {
         assertArrayEquals(bytes(expected.packed()), bytes(preq.packed()), "packed pre-activation, 48 columns in blocks of 32");
     }
 
+    /** The output's copy fused or not, and with it (or alone) qkv's, composed: the bytes quantize writes of each. */
     @Test
     void attentionQuantizesItsOutputAsTheComposedOpsDo() {
         Random rng = new Random(SEED);
@@ -144,18 +145,30 @@ class CpuStashFusionTest {
             for (String name : FORMATS) {
                 QuantFormat f = QuantFormat.parse(name);
                 String what = String.format("B%d T%d H%d KV%d D%d, %s (seed %d)", batch, seq, nHead, nKv, hd, name, SEED);
-                Tensor qkv = random(rng, rows * (nHead + 2 * nKv) * hd, 0, 1);
-                Tensor outA = ops.allocate(DType.F32, n), outB = ops.allocate(DType.F32, n);
+                int qkvN = rows * (nHead + 2 * nKv) * hd;
+                Tensor qkv = random(rng, qkvN, 0, 1);
+                Tensor outA = ops.allocate(DType.F32, n), outB = ops.allocate(DType.F32, n), outC = ops.allocate(DType.F32, n);
                 Tensor lseA = ops.allocate(DType.F32, batch * nHead * seq), lseB = ops.allocate(DType.F32, batch * nHead * seq);
-                long seed = rng.nextLong();
+                Tensor lseC = ops.allocate(DType.F32, batch * nHead * seq);
+                long seed = rng.nextLong(), qkvSeed = rng.nextLong();
                 Quantized composed = target(f, n, seed), fused = target(f, n, seed);
+                Quantized qkvComposed = target(f, qkvN, qkvSeed), qkvB = target(f, qkvN, qkvSeed), qkvC = target(f, qkvN, qkvSeed);
                 ops.attentionForward(outA, lseA, qkv, batch, seq, nHead, nKv, hd);
                 ops.quantize(composed.packed(), composed.scales(), outA, n, f, seed);
-                ops.attentionForwardQuantized(outB, fused, lseB, qkv, batch, seq, nHead, nKv, hd);
+                ops.quantize(qkvComposed.packed(), qkvComposed.scales(), qkv, qkvN, f, qkvSeed);
+                ops.attentionForwardQuantized(outB, fused, lseB, qkv, qkvB, batch, seq, nHead, nKv, hd);
+                ops.attentionForwardQuantized(outC, null, lseC, qkv, qkvC, batch, seq, nHead, nKv, hd);
                 assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
                 assertArrayEquals(bytes(lseA), bytes(lseB), "lse, " + what);
                 assertArrayEquals(bytes(composed.packed()), bytes(fused.packed()), "packed values, " + what);
                 assertArrayEquals(bytes(composed.scales()), bytes(fused.scales()), "scales, " + what);
+                assertArrayEquals(bytes(outA), bytes(outC), "out, qkv's copy alone, " + what);
+                assertArrayEquals(bytes(lseA), bytes(lseC), "lse, qkv's copy alone, " + what);
+                for (Quantized q : new Quantized[]{qkvB, qkvC}) {
+                    String which = (q == qkvB ? "with out's copy, " : "alone, ") + what;
+                    assertArrayEquals(bytes(qkvComposed.packed()), bytes(q.packed()), "qkv's packed values, " + which);
+                    assertArrayEquals(bytes(qkvComposed.scales()), bytes(q.scales()), "qkv's scales, " + which);
+                }
             }
         }
     }

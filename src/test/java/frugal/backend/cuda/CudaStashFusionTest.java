@@ -231,9 +231,9 @@ class CudaStashFusionTest {
                 long seed = rng.nextLong();
                 Quantized composed = target(f, n, seed), fused = target(f, n, seed);
                 gpu.fuseStashQuantization(false);
-                gpu.attentionForwardQuantized(outA, composed, lseA, qkv, batch, seq, nHead, nKv, hd);
+                gpu.attentionForwardQuantized(outA, composed, lseA, qkv, null, batch, seq, nHead, nKv, hd);
                 gpu.fuseStashQuantization(true);
-                gpu.attentionForwardQuantized(outB, fused, lseB, qkv, batch, seq, nHead, nKv, hd);
+                gpu.attentionForwardQuantized(outB, fused, lseB, qkv, null, batch, seq, nHead, nKv, hd);
                 assertArrayEquals(bytes(outA), bytes(outB), "out, " + what);
                 assertArrayEquals(bytes(lseA), bytes(lseB), "lse, " + what);
                 assertArrayEquals(bytes(composed.packed()), bytes(fused.packed()), "packed values, " + what);
@@ -241,6 +241,74 @@ class CudaStashFusionTest {
                 for (Tensor t : new Tensor[]{qkv, outA, outB, lseA, lseB, composed.packed(), composed.scales(), fused.packed(),
                         fused.scales()}) {
                     gpu.release(t);
+                }
+            }
+        }
+    }
+
+    /**
+     * The forward that also quantizes qkv (from the tiles of q, k, v it reads), alone and with out's copy, against the
+     * composed ops: attentionForward, then quantize of out and of the whole qkv. Out, lse and both copies bit for bit;
+     * out's copy in another bit width than qkv's takes the out-quantizing kernel and a separate quantize of qkv.
+     */
+    @Test
+    void attentionForwardWritesTheQkvBytesQuantizeWould() {
+        Random rng = new Random(SEED);
+        int hd = 64;
+        boolean hopper = gpu.fusesAttentionStash(hd);
+        System.out.println("attentionForwardQuantized fused: " + hopper);
+        // {qkv's format, out's}: 3, 4 and 8 bits with blocks within a head's 64 values fuse, bfp4/128 and int5/32 do not
+        String[][] formats = {{"bfp8/32", "bfp8/32"}, {"bfp4/32", "bfp4/32"}, {"bfp3/32", "bfp3/32"}, {"int8/64", "bfp8/16"},
+                {"bfp3/32/sr", "int3/16/sr"}, {"int4/8/sr", "bfp4"}, {"bfp8/8", "bfp4/32"}, {"int3/16", "bfp8/32"}, {"bfp4/128", "bfp4/32"},
+                {"int5/32", "bfp8/32"}};
+        for (String[] pair : formats) {
+            for (int[] c : ATTENTION) {
+                int batch = c[0], seq = c[1], nHead = c[2], nKv = c[3], rows = batch * seq, n = rows * nHead * hd;
+                int qkvN = rows * (nHead + 2 * nKv) * hd;
+                QuantFormat fq = QuantFormat.parse(pair[0]), fo = QuantFormat.parse(pair[1]);
+                String what = String.format("B%d T%d H%d KV%d, qkv %s, out %s (seed %d)", batch, seq, nHead, nKv, pair[0], pair[1], SEED);
+                Tensor qkv = bf16(rng, qkvN, 1.5);
+                Tensor[] outs = new Tensor[3], lses = new Tensor[3];
+                Quantized[] qkvqs = new Quantized[3], outqs = new Quantized[3];
+                long qkvSeed = rng.nextLong(), outSeed = rng.nextLong();
+                for (int i = 0; i < 3; i++) {
+                    outs[i] = gpu.allocate(DType.BF16, n);
+                    lses[i] = gpu.allocate(DType.F32, batch * nHead * seq);
+                    qkvqs[i] = target(fq, qkvN, qkvSeed);
+                    outqs[i] = i == 1 ? null : target(fo, n, outSeed);
+                }
+                // 0: composed; 1: qkv's copy alone, fused; 2: both copies, fused
+                gpu.fuseStashQuantization(false);
+                gpu.attentionForwardQuantized(outs[0], outqs[0], lses[0], qkv, qkvqs[0], batch, seq, nHead, nKv, hd);
+                gpu.fuseStashQuantization(true);
+                if (hopper) {
+                    boolean fuses = fq.block() <= hd && fq.bits() != 5;
+                    assertEquals(fuses, gpu.fusesAttentionCopy(qkv, qkvqs[1], outs[1], qkv, hd), "whether qkv's copy fuses, " + what);
+                }
+                gpu.attentionForwardQuantized(outs[1], null, lses[1], qkv, qkvqs[1], batch, seq, nHead, nKv, hd);
+                gpu.attentionForwardQuantized(outs[2], outqs[2], lses[2], qkv, qkvqs[2], batch, seq, nHead, nKv, hd);
+                for (int i = 1; i < 3; i++) {
+                    String which = (i == 1 ? "qkv's copy alone, " : "both copies, ") + what;
+                    assertArrayEquals(bytes(outs[0]), bytes(outs[i]), "out, " + which);
+                    assertArrayEquals(bytes(lses[0]), bytes(lses[i]), "lse, " + which);
+                    assertArrayEquals(bytes(qkvqs[0].packed()), bytes(qkvqs[i].packed()), "qkv's packed values, " + which);
+                    assertArrayEquals(bytes(qkvqs[0].scales()), bytes(qkvqs[i].scales()), "qkv's scales, " + which);
+                }
+                assertArrayEquals(bytes(outqs[0].packed()), bytes(outqs[2].packed()), "out's packed values, " + what);
+                assertArrayEquals(bytes(outqs[0].scales()), bytes(outqs[2].scales()), "out's scales, " + what);
+                // the composed copy is quantize's of the whole qkv
+                Quantized direct = target(fq, qkvN, qkvSeed);
+                gpu.quantize(direct.packed(), direct.scales(), qkv, qkvN, fq, qkvSeed);
+                assertArrayEquals(bytes(direct.packed()), bytes(qkvqs[1].packed()), "qkv's packed values against quantize, " + what);
+                assertArrayEquals(bytes(direct.scales()), bytes(qkvqs[1].scales()), "qkv's scales against quantize, " + what);
+                gpu.release(qkv);
+                for (Quantized q : new Quantized[]{direct, qkvqs[0], qkvqs[1], qkvqs[2], outqs[0], outqs[2]}) {
+                    gpu.release(q.packed());
+                    gpu.release(q.scales());
+                }
+                for (int i = 0; i < 3; i++) {
+                    gpu.release(outs[i]);
+                    gpu.release(lses[i]);
                 }
             }
         }
