@@ -1077,7 +1077,8 @@ public final class CudaBackend implements Backend {
 
     /**
      * Fused where the forward's epilogue quantizes ({@link #fusesAttentionCopy}): out as it writes it, q, k, v from the
-     * tiles it read them into, both in one kernel where both fuse at one bit width; what does not fuse is quantized after.
+     * tiles it read them into, both in one kernel where both fuse at one bit width or q, k, v at 8 bits; what does not fuse
+     * is quantized after.
      */
     @Override
     public void attentionForwardQuantized(Tensor out, Quantized outq, Tensor lse, Tensor qkv, Quantized qkvq, int batch, int seq,
@@ -1087,7 +1088,7 @@ public final class CudaBackend implements Backend {
         boolean empty = batch == 0 || seq == 0;
         Quantized fusedOut = outq != null && !empty && fusesAttentionCopy(out, outq, out, qkv, headDim) ? outq : null;
         Quantized fusedQkv = qkvq != null && !empty && STASH_QKV && fusesAttentionCopy(qkv, qkvq, out, qkv, headDim)
-                && (fusedOut == null || fusedOut.format().bits() == qkvq.format().bits()) ? qkvq : null;
+                && (fusedOut == null || fusedOut.format().bits() == qkvq.format().bits() || qkvq.format().bits() == 8) ? qkvq : null;
         if (fusedOut == null && fusedQkv == null) {
             Backend.super.attentionForwardQuantized(out, outq, lse, qkv, qkvq, batch, seq, nHead, nKvHead, headDim);
             return;
@@ -1096,8 +1097,9 @@ public final class CudaBackend implements Backend {
         if (fusedOut != null) fusedOut.format().checkBuffers(fusedOut.packed(), fusedOut.scales(), outN);
         if (fusedQkv != null) fusedQkv.format().checkBuffers(fusedQkv.packed(), fusedQkv.scales(), qkvN);
         int bits = (fusedOut != null ? fusedOut : fusedQkv).format().bits();
+        boolean mixed = fusedOut != null && fusedQkv != null && fusedQkv.format().bits() != bits; // q, k, v at 8 bits
         Object[] o = epilogueQuant(fusedOut), q = epilogueQuant(fusedQkv);
-        launchFlashForwardWg2("flash_forward_q" + bits + "_64", batch, seq, nHead, out, lse, qkv, seq, nHead, nKvHead,
+        launchFlashForwardWg2("flash_forward_q" + bits + (mixed ? "_qkv8" : "") + "_64", batch, seq, nHead, out, lse, qkv, seq, nHead, nKvHead,
                 (float) (1.0 / Math.sqrt(headDim)), o[0], o[1], o[2], o[3], o[4], o[5], o[6], quantErrors, q[0], q[1], q[2], q[3], q[4],
                 q[5], q[6]);
         quantizeCalls++;

@@ -1024,7 +1024,7 @@ __device__ __forceinline__ void quantize_rows(const unsigned char* stage, unsign
 // (k and v by the group's first query head only), from the tiles the forward read them into (its Q rows, r.stage, and
 // the diagonal key tile, r.kv); then out and lse as store_forward writes them (out a 16-byte group per lane), and where
 // outq quantizes, out's quantized copy from the bf16 values written. The stage is overwritten last: it holds q.
-template <int BITS>
+template <int BITS, int QKV_BITS>
 __device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, const StashQuant& outq, const StashQuant& qkvq,
                                                         unsigned* error, const float (*o)[4], ForwardRows& r, int H, int KVH, int T) {
     constexpr int D = 64;
@@ -1036,7 +1036,7 @@ __device__ __forceinline__ void store_forward_quantized(bf16* out, float* lse, c
         for (int part = 0; part < (r.h % group == 0 ? 3 : 1); part++) { // q, k, v: one copy of the code (NVRTC's time)
             const unsigned char* src = part == 0 ? r.stage : r.kv + (part - 1) * BM * D * 2;
             const i64 off = part == 0 ? (i64) r.h * D : kOff + (part - 1) * (i64) KVH * D;
-            quantize_rows<BITS>(src, slots, nullptr, qkvq, error, base + off, rowW, row0, T, lane);
+            quantize_rows<QKV_BITS>(src, slots, nullptr, qkvq, error, base + off, rowW, row0, T, lane);
         }
     }
     if (outq.packed == nullptr) {
@@ -1155,8 +1155,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_delta_64(floa
 
 // flash_forward_q<BITS>_64: the forward that also writes the stash's quantized copies (attentionForwardQuantized) of out
 // and of its q, k, v (either; a null packed pointer skips it), for the bit widths DSQ's stash uses (3 and 4 bits, and 8);
-// each copy's arguments as quantize_<T>_q<BITS>'s, less the source and its size.
-#define FLASH_FORWARD_Q(BITS) extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_q##BITS##_64(bf16* out, \
+// each copy's arguments as quantize_<T>_q<BITS>'s, less the source and its size. flash_forward_q<BITS>_qkv<QKV_BITS>_64:
+// the same with q, k, v at another width (8 bits, where backward keeps the forward's log-sum-exp, beside a 3- or 4-bit out).
+#define FLASH_FORWARD_Q2(BITS, QKV_BITS, NAME) extern "C" __global__ void __launch_bounds__(256, 2) NAME(bf16* out, \
         float* lse, const bf16* qkv, int T, int H, int KVH, float scale, unsigned char* packed, unsigned char* scales, \
         int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned, unsigned* error, \
         unsigned char* qkvPacked, unsigned char* qkvScales, int qkvLogLanes, int qkvIsInt, int qkvStochastic, \
@@ -1164,8 +1165,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) flash_forward_delta_64(floa
     const StashQuant outq = {packed, scales, logLanes, isInt, stochastic, seedBits, scalesAligned}; \
     const StashQuant qkvq = {qkvPacked, qkvScales, qkvLogLanes, qkvIsInt, qkvStochastic, qkvSeedBits, qkvScalesAligned}; \
     flash_forward_wg2(qkv, T, H, KVH, scale, [&](const float (*o)[4], ForwardRows& r) { \
-        store_forward_quantized<BITS>(out, lse, outq, qkvq, error, o, r, H, KVH, T); }); }
-FLASH_FORWARD_Q(3) FLASH_FORWARD_Q(4) FLASH_FORWARD_Q(8)
+        store_forward_quantized<BITS, QKV_BITS>(out, lse, outq, qkvq, error, o, r, H, KVH, T); }); }
+FLASH_FORWARD_Q2(3, 3, flash_forward_q3_64) FLASH_FORWARD_Q2(4, 4, flash_forward_q4_64) FLASH_FORWARD_Q2(8, 8, flash_forward_q8_64)
+FLASH_FORWARD_Q2(3, 8, flash_forward_q3_qkv8_64) FLASH_FORWARD_Q2(4, 8, flash_forward_q4_qkv8_64)
 
 // d[64 × 32] (+)= A[64 × 16] · B[16 × 32] in shared memory, A M-major, B K-major; with FIRST d is written, not read.
 template <bool FIRST>

@@ -249,7 +249,8 @@ class CudaStashFusionTest {
     /**
      * The forward that also quantizes qkv (from the tiles of q, k, v it reads), alone and with out's copy, against the
      * composed ops: attentionForward, then quantize of out and of the whole qkv. Out, lse and both copies bit for bit;
-     * out's copy in another bit width than qkv's takes the out-quantizing kernel and a separate quantize of qkv.
+     * out's copy in another bit width than qkv's takes one kernel where qkv's is 8 bits (flash_forward_q<bits>_qkv8_64),
+     * else the out-quantizing kernel and a separate quantize of qkv.
      */
     @Test
     void attentionForwardWritesTheQkvBytesQuantizeWould() {
@@ -259,7 +260,7 @@ class CudaStashFusionTest {
         System.out.println("attentionForwardQuantized fused: " + hopper);
         // {qkv's format, out's}: 3, 4 and 8 bits with blocks within a head's 64 values fuse, bfp4/128 and int5/32 do not
         String[][] formats = {{"bfp8/32", "bfp8/32"}, {"bfp4/32", "bfp4/32"}, {"bfp3/32", "bfp3/32"}, {"int8/64", "bfp8/16"},
-                {"bfp3/32/sr", "int3/16/sr"}, {"int4/8/sr", "bfp4"}, {"bfp8/8", "bfp4/32"}, {"int3/16", "bfp8/32"}, {"bfp4/128", "bfp4/32"},
+                {"bfp3/32/sr", "int3/16/sr"}, {"int4/8/sr", "bfp4"}, {"bfp8/8", "bfp4/32"}, {"bfp8/32/rn", "bfp3/32/rn"}, {"int3/16", "bfp8/32"}, {"bfp4/128", "bfp4/32"},
                 {"int5/32", "bfp8/32"}};
         for (String[] pair : formats) {
             for (int[] c : ATTENTION) {
