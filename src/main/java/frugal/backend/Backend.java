@@ -187,20 +187,36 @@ public interface Backend extends AutoCloseable {
 
     // ---- activations
 
-    /** GELU, tanh approximation (GPT-2's gelu_new). */
+    /** GELU, tanh approximation (GPT-2's gelu_new); out may be x (in place). */
     void geluForward(Tensor out, Tensor x, long n);
 
     /**
-     * For backward, GELU's input and output recomputed from the stash's quantized copy of the input: pre = the values
-     * {@link #dequantize} writes, act = GELU(pre) as {@link #geluForward} computes it (one pass where the backend can).
+     * For backward, GELU's output recomputed from the stash's quantized copy of its input: act = GELU of the values
+     * {@link #dequantize} writes, as {@link #geluForward} computes it, and those values into pre where pre is non-null
+     * (one pass where the backend can).
      */
     default void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
-        dequantize(pre, preq.packed(), preq.scales(), n, preq.format());
-        geluForward(act, pre, n);
+        Tensor x = pre != null ? pre : act;
+        dequantize(x, preq.packed(), preq.scales(), n, preq.format());
+        geluForward(act, x, n);
     }
 
-    /** dx = dout * gelu'(x) (overwrites dx; dx may alias dout). */
+    /** dx = dout * gelu'(x) (overwrites dx; dx may alias dout or x). */
     void geluBackward(Tensor dx, Tensor dout, Tensor x, long n);
+
+    /**
+     * GELU's backward from the stash's quantized copy of its input, pre[rows, cols]: dpre = dact ⊙ gelu'(pre), pre the
+     * values {@link #dequantize} writes, as {@link #geluBackward} computes it; and where dbias is non-null the bias
+     * gradient of the product that made pre, dbias[c] += Σ_r dpre[r,c] as {@link #biasBackward} sums the dpre written.
+     * dpre aliases none of the others. The composed ops (dpre holds the dequantized pre first), which a backend may do
+     * in one pass (sparing a pass over pre and one over dpre).
+     */
+    default void geluBackwardQuantized(Tensor dpre, Tensor dbias, Tensor dact, Quantized preq, int rows, int cols) {
+        long n = (long) rows * cols;
+        dequantize(dpre, preq.packed(), preq.scales(), n, preq.format());
+        geluBackward(dpre, dact, dpre, n);
+        if (dbias != null) biasBackward(dbias, dpre, rows, cols);
+    }
 
     /** out[r,j] = silu(gateUp[r,j]) * gateUp[r,hidden+j]; gateUp is [rows, 2*hidden]. */
     void swigluForward(Tensor out, Tensor gateUp, int rows, int hidden);

@@ -440,7 +440,16 @@ public final class ProfilingBackend implements Backend {
     public void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
         long t = start();
         inner.geluRecompute(act, pre, preq, n);
-        stop("gelu recomputed from the stash", t, 0, n * (elem(act) + elem(pre)) + preq.format().bytes(n));
+        stop("gelu recomputed from the stash", t, 0, n * (elem(act) + (pre == null ? 0 : elem(pre))) + preq.format().bytes(n));
+    }
+
+    @Override
+    public void geluBackwardQuantized(Tensor dpre, Tensor dbias, Tensor dact, Quantized preq, int rows, int cols) {
+        long t = start();
+        inner.geluBackwardQuantized(dpre, dbias, dact, preq, rows, cols);
+        long n = (long) rows * cols;
+        stop(dbias != null ? "gelu backward from the stash + bias backward" : "gelu backward from the stash", t, 0,
+                n * (elem(dpre) + elem(dact)) + preq.format().bytes(n) + (dbias == null ? 0 : 2L * cols * elem(dbias)));
     }
 
     @Override

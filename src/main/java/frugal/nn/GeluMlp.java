@@ -7,8 +7,11 @@ import frugal.tensor.Tensor;
 /**
  * fc → GELU(tanh) → proj; fc and GELU in one product where the backend can, and in backward proj's input gradient and
  * GELU's. Stashes the pre-activation (GELU's input) and GELU's output (proj's input). Where the stash quantizes both,
- * GELU's output is not stashed but recomputed from the pre-activation in backward (one pass that also writes the
- * dequantized pre-activation): it is a function of the pre-activation, whose quantized copy carries what it would.
+ * GELU's output is not stashed but recomputed from the pre-activation in backward: it is a function of the
+ * pre-activation, whose quantized copy carries what it would. Where the stash keeps the pre-activation quantized,
+ * GELU's backward reads that copy itself and sums fc's bias gradient as it writes its output (one pass over the
+ * gradient, after proj's plain input-gradient product, instead of the product's GELU epilogue reading a dequantized
+ * pre-activation and a pass of bias backward).
  */
 public final class GeluMlp implements Mlp {
     private final String name;
@@ -43,12 +46,14 @@ public final class GeluMlp implements Mlp {
         Quantized preq = ctx.stash().quantized(name + ".fc");
         if (preq == null) {
             proj.backwardThroughGelu(ctx, dpre, dy, ctx.stash().load(name + ".fc"), rows);
-        } else {
-            Tensor act = ctx.buffers().get("mlp.gelu.recomputed", rows, hidden), pre = ctx.buffers().get("mlp.fc.recomputed", rows, hidden);
-            ctx.stash().readByConsumer(name + ".fc");
-            ctx.ops().geluRecompute(act, pre, preq, (long) rows * hidden);
-            proj.backwardThroughGelu(ctx, dpre, dy, pre, act, rows);
+            fc.backward(ctx, dx, dpre, rows);
+            return;
         }
-        fc.backward(ctx, dx, dpre, rows);
+        Tensor act = ctx.buffers().get("mlp.gelu.recomputed", rows, hidden), dact = ctx.buffers().get("grad.mlp.gelu", rows, hidden);
+        ctx.stash().readByConsumer(name + ".fc");
+        ctx.ops().geluRecompute(act, null, preq, (long) rows * hidden);
+        proj.backwardRecomputed(ctx, dact, dy, act, rows);
+        ctx.ops().geluBackwardQuantized(dpre, fc.biasGrad(), dact, preq, rows, hidden);
+        fc.backwardSummedBias(ctx, dx, dpre, rows);
     }
 }

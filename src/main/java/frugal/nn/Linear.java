@@ -57,7 +57,7 @@ public final class Linear {
     }
 
     /**
-     * forward without stashing x: its caller recomputes x for backward and hands it to {@link #backwardThroughGelu}
+     * forward without stashing x: its caller recomputes x for backward and hands it to {@link #backwardRecomputed}
      * (GeluMlp's proj, whose input GELU(pre) comes back from the stashed pre).
      */
     public void forwardRecomputable(Context ctx, Tensor y, Tensor x, int rows) {
@@ -93,7 +93,20 @@ public final class Linear {
      * the dW product (which may sum its operand as it reads it) only when q2 leaves dy as it is: db is Σ dy, not Σ dyq.
      */
     public void backward(Context ctx, Tensor dx, Tensor dy, int rows) {
-        backward(ctx, dx, dy, null, null, rows);
+        backward(ctx, dx, dy, null, null, true, rows);
+    }
+
+    /** The bias gradient (null without a bias), for a caller that sums dy into it as it writes dy. */
+    public Tensor biasGrad() {
+        return bias == null ? null : bias.grad();
+    }
+
+    /**
+     * backward where the caller has already added Σ dy into {@link #biasGrad} (GeluMlp's fc: GELU's backward sums its
+     * output as it writes it), Σ of dy as it is, before q2.
+     */
+    public void backwardSummedBias(Context ctx, Tensor dx, Tensor dy, int rows) {
+        backward(ctx, dx, dy, null, null, false, rows);
     }
 
     /**
@@ -102,21 +115,24 @@ public final class Linear {
      * spares a pass over dpre), with the same operands, quantization points and ledger entries as backward.
      */
     public void backwardThroughGelu(Context ctx, Tensor dpre, Tensor dy, Tensor pre, int rows) {
-        backward(ctx, dpre, dy, pre, null, rows);
+        backward(ctx, dpre, dy, pre, null, true, rows);
     }
 
-    /** backwardThroughGelu of a layer that ran {@link #forwardRecomputable}, with its input x recomputed. */
-    public void backwardThroughGelu(Context ctx, Tensor dpre, Tensor dy, Tensor pre, Tensor x, int rows) {
-        backward(ctx, dpre, dy, pre, x, rows);
+    /** backward of a layer that ran {@link #forwardRecomputable}, with its input x recomputed. */
+    public void backwardRecomputed(Context ctx, Tensor dx, Tensor dy, Tensor x, int rows) {
+        backward(ctx, dx, dy, null, x, true, rows);
     }
 
-    /** dx = dy·W, or with pre non-null, dx = (dy·W) ⊙ gelu'(pre); and the parameter gradients. recomputed: x, else from the stash. */
-    private void backward(Context ctx, Tensor dx, Tensor dy, Tensor pre, Tensor recomputed, int rows) {
+    /**
+     * dx = dy·W, or with pre non-null, dx = (dy·W) ⊙ gelu'(pre); and the parameter gradients, db where sumBias.
+     * recomputed: x, else from the stash.
+     */
+    private void backward(Context ctx, Tensor dx, Tensor dy, Tensor pre, Tensor recomputed, boolean sumBias, int rows) {
         Stash s = ctx.stash();
         Tensor x = recomputed != null ? recomputed : s.load(name + ".in");
         double xBits = recomputed != null ? 16 : s.bits(name + ".in");
         Tensor dyq = s.gemmOperand(QuantPoint.Q2, "a", dy);
-        Tensor db = bias == null ? null : bias.grad();
+        Tensor db = bias == null || !sumBias ? null : bias.grad();
         ctx.ops().linearWeightBackward(weight.grad(), dyq == dy ? db : null, dyq, x, rows, out, in);
         s.ledger().gemm((double) rows * out * in, dy.size(), s.bits(QuantPoint.Q2), x.size(), xBits);
         if (db != null && dyq != dy) ctx.ops().biasBackward(db, dy, rows, out);

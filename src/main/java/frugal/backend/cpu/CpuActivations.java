@@ -46,12 +46,13 @@ final class CpuActivations {
     }
 
     /**
-     * For backward, GELU's input and output from the stash's quantized copy of the input: pre = its dequantized values,
-     * act = GELU(pre), a range of blocks at a time (dequantized, then GELU of them while they are in cache).
+     * For backward, GELU's output from the stash's quantized copy of its input: act = GELU of its dequantized values, and
+     * those into pre where non-null (else act holds them first), a range of blocks at a time (dequantized, then GELU of
+     * them while they are in cache).
      */
     static void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
         QuantFormat f = preq.format();
-        MemorySegment o = act.data(), xs = pre.data();
+        MemorySegment o = act.data(), xs = pre != null ? pre.data() : o;
         Parallel.forRange(Math.toIntExact(f.blocks(n)), 64, (b0, b1) -> {
             CpuQuant.dequantizeBlocks(xs, 0, preq.packed(), preq.scales(), n, f, b0, b1);
             gelu(o, xs, (long) b0 * f.block(), Math.min(n, (long) b1 * f.block()), geluScratch());

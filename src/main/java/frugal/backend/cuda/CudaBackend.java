@@ -39,6 +39,12 @@ public final class CudaBackend implements Backend {
      */
     private static final boolean BIAS_EPILOGUE = epilogueOn("FRUGAL_CUDA_BIAS_EPILOGUE"),
             GELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_GELU_EPILOGUE"), DGELU_EPILOGUE = epilogueOn("FRUGAL_CUDA_DGELU_EPILOGUE");
+    /**
+     * FRUGAL_CUDA_GELU_SPLIT (1 by default): where the stash keeps GELU's input only quantized, the product writes it with
+     * the plain bias epilogue and one pass of stash_gelu.cu writes GELU of it and its quantized copy
+     * ({@link #linearGeluForwardQuantized}); 0: the GELU epilogue writes both, then quantize reads the input again.
+     */
+    static final boolean GELU_SPLIT = epilogueOn("FRUGAL_CUDA_GELU_SPLIT");
     private static volatile Boolean available;
     private static volatile String unavailableReason = "not checked";
 
@@ -525,13 +531,50 @@ public final class CudaBackend implements Backend {
         }
     }
 
-    /** On Hopper, stash_gemm.cu's product: it writes act and preq, and pre stays unwritten. */
+    /**
+     * On Hopper with FRUGAL_CUDA_STASH_GEMM=1, stash_gemm.cu's product: it writes act and preq, and pre stays unwritten.
+     * Else, where {@link #geluQuantize} takes them (and GELU_SPLIT), the product with the bias epilogue writes pre, then
+     * geluQuantize act and preq: cuBLASLt's GELU epilogue costs more than a pass over pre, which quantize makes anyway.
+     */
     @Override
     public void linearGeluForwardQuantized(Tensor act, Tensor pre, Quantized preq, Tensor a, Tensor b, Tensor bias, int m, int n, int k) {
         bind();
-        if (!stashGemm("linearGeluForwardQuantized", true, act, preq, a, b, bias, m, n, k)) {
-            Backend.super.linearGeluForwardQuantized(act, pre, preq, a, b, bias, m, n, k);
+        if (stashGemm("linearGeluForwardQuantized", true, act, preq, a, b, bias, m, n, k)) return;
+        if (GELU_SPLIT && geluQuantizeTakes(act, pre, preq, (long) m * n)) {
+            linearForward(pre, a, b, bias, m, n, k);
+            geluQuantize(act, pre, preq, (long) m * n);
+            return;
         }
+        Backend.super.linearGeluForwardQuantized(act, pre, preq, a, b, bias, m, n, k);
+    }
+
+    /** Whether stash_gelu.cu's gelu_quantize takes these: bf16, n a multiple of 8, act aligned, a fast quantize format. */
+    boolean geluQuantizeTakes(Tensor act, Tensor pre, Quantized preq, long n) {
+        return n > 0 && n % 8 == 0 && act.dtype() == DType.BF16 && pre.dtype() == DType.BF16 && aligned16(act)
+                && fastQuant(preq.format(), pre, preq.packed());
+    }
+
+    /**
+     * act = GELU(pre) and preq = pre quantized: geluForward then quantize, in one pass of stash_gelu.cu where
+     * {@link #geluQuantizeTakes} (and the stash's quantization is fused).
+     */
+    void geluQuantize(Tensor act, Tensor pre, Quantized preq, long n) {
+        QuantFormat f = preq.format();
+        if (!stashFusion || !geluQuantizeTakes(act, pre, preq, n)) {
+            geluForward(act, pre, n);
+            quantize(preq.packed(), preq.scales(), pre, n, f, preq.seed());
+            return;
+        }
+        need("geluQuantize", "act", act, n);
+        need("geluQuantize", "pre", pre, n);
+        f.checkBuffers(preq.packed(), preq.scales(), n);
+        long groups = f.blocks(n) * (f.block() / 8);
+        kernels.launch(STASH_GELU, "gelu_quantize_q" + f.bits() + "_bf16", fastQuantGrid(groups), 1, 1, QUANT_FAST_THREADS, 1, 1, 0,
+                act, preq.packed(), preq.scales(), pre, n, groups, Integer.numberOfTrailingZeros(f.block() / 8),
+                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, f.rounding() == QuantFormat.Rounding.STOCHASTIC ? 1 : 0,
+                QuantFormat.seedBits(preq.seed()), aligned4(preq.scales()), quantErrors);
+        quantizeCalls++;
+        quantizeUnchecked = true;
     }
 
     /**
@@ -713,12 +756,15 @@ public final class CudaBackend implements Backend {
         int perPack = t.equals("bf16") ? 8 : 4;
         boolean packed = cols % perPack == 0 && aligned16(dout);
         int colBlocks = packed ? (cols / perPack + 31) / 32 : (cols + 31) / 32;
-        // enough row chunks to fill the device about four times over, at least 64 rows each
+        int rowsPerBlock = biasRowsPerBlock(rows, colBlocks);
+        kernels.launch(ELEMENTWISE, (packed ? "bias_backward_packed_" : "bias_backward_") + t, colBlocks, (rows + rowsPerBlock - 1) / rowsPerBlock,
+                1, 32, 8, 1, 0, dbias, dout, rows, cols, rowsPerBlock);
+    }
+
+    /** Rows per block of bias_backward's grid: enough row chunks to fill the device about four times over, at least 64 rows each. */
+    private int biasRowsPerBlock(int rows, int colBlocks) {
         int rowChunks = Math.max(1, Math.min((rows + 63) / 64, Math.max(1, smCount * 4 / colBlocks)));
-        int rowsPerBlock = (rows + rowChunks - 1) / rowChunks;
-        rowChunks = (rows + rowsPerBlock - 1) / rowsPerBlock;
-        kernels.launch(ELEMENTWISE, (packed ? "bias_backward_packed_" : "bias_backward_") + t, colBlocks, rowChunks, 1, 32, 8, 1, 0,
-                dbias, dout, rows, cols, rowsPerBlock);
+        return (rows + rowChunks - 1) / rowChunks;
     }
 
     // ---- normalization
@@ -903,13 +949,13 @@ public final class CudaBackend implements Backend {
     public void geluRecompute(Tensor act, Tensor pre, Quantized preq, long n) {
         bind();
         QuantFormat f = preq.format();
-        if (!stashFusion || n == 0 || n % 8 != 0 || act.dtype() != DType.BF16 || pre.dtype() != DType.BF16 || !aligned16(act)
-                || !fastQuant(f, pre, preq.packed())) {
+        if (!stashFusion || n == 0 || n % 8 != 0 || act.dtype() != DType.BF16 || (pre != null && pre.dtype() != DType.BF16)
+                || !aligned16(act) || !fastQuant(f, pre != null ? pre : act, preq.packed())) {
             Backend.super.geluRecompute(act, pre, preq, n);
             return;
         }
         need("geluRecompute", "act", act, n);
-        need("geluRecompute", "pre", pre, n);
+        if (pre != null) need("geluRecompute", "pre", pre, n);
         f.checkBuffers(preq.packed(), preq.scales(), n);
         long groups = f.blocks(n) * (f.block() / 8);
         kernels.launch(STASH_GELU, "gelu_recompute_q" + f.bits() + "_bf16", fastQuantGrid(groups), 1, 1, QUANT_FAST_THREADS, 1, 1, 0, act, pre,
@@ -922,6 +968,42 @@ public final class CudaBackend implements Backend {
         bind();
         String t = act("geluBackward", dx, dout, x);
         elementwise(ELEMENTWISE, "gelu_backward_" + t, n, dx, dout, x, n, aligned16(dx, dout, x) ? 1 : 0);
+    }
+
+    /** Whether stash_gelu.cu's gelu_backward takes these: bf16, rows of a multiple of 256 values, a fast quantize format, aligned. */
+    boolean geluBackwardTakes(Tensor dpre, Tensor dact, Quantized preq, int rows, int cols) {
+        return rows > 0 && cols % 256 == 0 && dpre.dtype() == DType.BF16 && dact.dtype() == DType.BF16 && aligned16(dpre)
+                && fastQuant(preq.format(), dact, preq.packed());
+    }
+
+    /**
+     * One pass of stash_gelu.cu over bias_backward's grid for bf16 rows of a multiple of 256 values in the fast quantize
+     * formats ({@link #fastQuant}), its per-block sums into a scratch vector per row chunk that a second kernel adds into
+     * dbias in chunk order (no atomic adds: the bias gradient is the same from run to run); else the composed ops.
+     */
+    @Override
+    public void geluBackwardQuantized(Tensor dpre, Tensor dbias, Tensor dact, Quantized preq, int rows, int cols) {
+        bind();
+        if (!stashFusion || !geluBackwardTakes(dpre, dact, preq, rows, cols)) {
+            Backend.super.geluBackwardQuantized(dpre, dbias, dact, preq, rows, cols);
+            return;
+        }
+        QuantFormat f = preq.format();
+        long n = (long) rows * cols;
+        need("geluBackwardQuantized", "dpre", dpre, n);
+        need("geluBackwardQuantized", "dact", dact, n);
+        f.checkBuffers(preq.packed(), preq.scales(), n);
+        int colBlocks = cols / 256, rowsPerBlock = biasRowsPerBlock(rows, colBlocks), rowChunks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        Tensor partials = null;
+        if (dbias != null) {
+            f32("geluBackwardQuantized", dbias);
+            need("geluBackwardQuantized", "dbias", dbias, cols);
+            partials = new Tensor(scratchTensor(4L * rowChunks * cols).data(), DType.F32, rowChunks * cols);
+        }
+        kernels.launch(STASH_GELU, "gelu_backward_q" + f.bits() + "_bf16", colBlocks, rowChunks, 1, QUANT_FAST_THREADS, 1, 1, 0,
+                dpre, partials, dact, preq.packed(), preq.scales(), rows, cols, rowsPerBlock, Integer.numberOfTrailingZeros(f.block() / 8),
+                f.scheme() == QuantFormat.Scheme.INT ? 1 : 0, aligned4(preq.scales()));
+        if (dbias != null) elementwise(STASH_GELU, "bias_partials_add", cols, dbias, partials, rowChunks, cols);
     }
 
     @Override

@@ -272,6 +272,55 @@ public final class CudaOpsBench {
         for (String line : lines) System.out.println(line);
     }
 
+    /**
+     * GELU's path in GPT-2 124M's MLP at batch 16 × 1024 (16384 × 3072 × 768) under a stash that keeps the pre-activation
+     * quantized, as it was (cuBLASLt's GELU and DGELU epilogues, the pre-activation dequantized, bias backward) and as
+     * it is (the bias product, then stash_gelu.cu's kernels), each whole and kernel by kernel (GB/s of bytes read and
+     * written by the passes over activations).
+     */
+    private void stashGelu() {
+        int rows = 16 * 1024, C = 768, H = 4 * C;
+        long n = (long) rows * H;
+        Tensor x = randomBf16(rows, C), w = randomBf16(H, C), bias = randomBf16(H), wProj = randomBf16(C, H), dy = randomBf16(rows, C);
+        Tensor pre = randomBf16(rows, H), act = randomBf16(rows, H), dact = randomBf16(rows, H), dpre = randomBf16(rows, H);
+        Tensor db = gpu.allocate(DType.F32, H);
+        double fc = 2.0 * rows * H * C;
+        for (String name : new String[]{"bfp3/32/rn", "bfp4/32/rn"}) {
+            QuantFormat f = QuantFormat.parse(name);
+            Quantized q = new Quantized(gpu.allocate(DType.I8, (int) f.packedBytes(n)), gpu.allocate(DType.I8, (int) f.scalesBytes(n)), f, 7);
+            String shape = " " + rows + "x" + H + " " + f;
+            time("fwd: GELU epilogue, then quantize" + shape, fc, 0, () -> {
+                gpu.linearGeluForward(act, pre, x, w, bias, rows, H, C);
+                gpu.quantize(q.packed(), q.scales(), pre, n, f, 7);
+            });
+            time("fwd: bias product, then gelu_quantize" + shape, fc, 0, () -> {
+                gpu.linearForward(pre, x, w, bias, rows, H, C);
+                gpu.geluQuantize(act, pre, q, n);
+            });
+            time("  gelu_quantize" + shape, 0, 4.0 * n + f.bytes(n), () -> gpu.geluQuantize(act, pre, q, n));
+            time("bwd: recompute act+pre, DGELU epilogue, bias backward" + shape, fc, 0, () -> {
+                gpu.geluRecompute(act, pre, q, n);
+                gpu.matmulGeluBackward(dpre, dy, wProj, pre, rows, H, C);
+                gpu.biasBackward(db, dpre, rows, H);
+            });
+            time("bwd: recompute act, plain dX, gelu_backward" + shape, fc, 0, () -> {
+                gpu.geluRecompute(act, null, q, n);
+                gpu.matmul(dact, dy, wProj, rows, H, C, false, false, false);
+                gpu.geluBackwardQuantized(dpre, db, dact, q, rows, H);
+            });
+            time("  gelu_recompute, act only" + shape, 0, 2.0 * n + f.bytes(n), () -> gpu.geluRecompute(act, null, q, n));
+            time("  gelu_backward + bias" + shape, 0, 4.0 * n + f.bytes(n), () -> gpu.geluBackwardQuantized(dpre, db, dact, q, rows, H));
+            gpu.fuseStashQuantization(false);
+            time("  dequantize, gelu backward, bias backward" + shape, 0, 4.0 * n + f.bytes(n),
+                    () -> gpu.geluBackwardQuantized(dpre, db, dact, q, rows, H));
+            gpu.fuseStashQuantization(true);
+            gpu.release(q.packed());
+            gpu.release(q.scales());
+        }
+        System.out.println("---- " + gpu.name() + ", GELU under a quantized stash (TFLOP/s of fc's product; GB/s of the passes)");
+        for (String line : lines) System.out.println(line);
+    }
+
     /** Whether a and b hold the same bytes. */
     private boolean sameBytes(Tensor a, Tensor b) {
         byte[] ha = new byte[Math.toIntExact(a.byteSize())], hb = new byte[Math.toIntExact(b.byteSize())];
@@ -283,7 +332,8 @@ public final class CudaOpsBench {
     /**
      * {@code [--tf32]}: the fp32 op table; {@code --gemm}: the bf16 matrix products of GPT-2 124M at batch 16;
      * {@code --attention}: its bf16 attention; {@code --quant}: quantize and dequantize at its shapes (fast paths against
-     * the general kernels); {@code --stash-gemm}: stash_gemm.cu's products against cuBLASLt's and quantize.
+     * the general kernels); {@code --stash-gemm}: stash_gemm.cu's products against cuBLASLt's and quantize;
+     * {@code --stash-gelu}: GELU's path under a quantized stash, before and after stash_gelu.cu's forward and backward.
      */
     public static void main(String[] args) {
         if (!CudaBackend.isAvailable()) {
@@ -291,7 +341,8 @@ public final class CudaOpsBench {
             System.exit(1);
         }
         String mode = args.length > 0 ? args[0] : "";
-        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention") || mode.equals("--quant") || mode.equals("--stash-gemm");
+        boolean bf16 = mode.equals("--gemm") || mode.equals("--attention") || mode.equals("--quant") || mode.equals("--stash-gemm")
+                || mode.equals("--stash-gelu");
         try (CudaBackend gpu = new CudaBackend(0, mode.equals("--tf32"), bf16 ? DType.BF16 : DType.F32)) {
             CudaOpsBench bench = new CudaOpsBench(gpu);
             switch (mode) {
@@ -299,6 +350,7 @@ public final class CudaOpsBench {
                 case "--attention" -> bench.attention();
                 case "--quant" -> bench.quant();
                 case "--stash-gemm" -> bench.stashGemms();
+                case "--stash-gelu" -> bench.stashGelu();
                 default -> bench.run();
             }
         }

@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The CPU's ops that quantize what the stash keeps as they write it (LayerNorm, attention), or read it back from its
- * quantized copy (LayerNorm, GELU), against the same ops composed (the op, then quantize; dequantize, then the op): the
+ * quantized copy (LayerNorm, GELU, GELU's backward), against the same ops composed (the op, then quantize; dequantize, then the op): the
  * same bytes, scales and values, bit for bit, for every scheme, rounding and a range of bit widths and blocks, on fresh
  * random data.
  */
@@ -190,6 +190,34 @@ class CpuStashFusionTest {
             ops.geluRecompute(actB, preB, q, n);
             assertArrayEquals(bytes(preA), bytes(preB), "pre, " + what);
             assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+            Tensor actC = ops.allocate(DType.F32, n);
+            ops.geluRecompute(actC, null, q, n);
+            assertArrayEquals(bytes(actA), bytes(actC), "act without pre, " + what);
+        }
+    }
+
+    /** GELU's backward from the quantized input, with the bias gradient: dequantize, geluBackward, biasBackward. */
+    @Test
+    void geluBackwardQuantizedIsDequantizeGeluBackwardAndBiasBackward() {
+        Random rng = new Random(SEED);
+        for (String name : FORMATS) {
+            QuantFormat f = QuantFormat.parse(name);
+            int rows = 1 + rng.nextInt(60), cols = 8 * (1 + rng.nextInt(100));
+            int n = rows * cols;
+            String what = name + ", " + rows + "×" + cols + " (seed " + SEED + ")";
+            Tensor x = random(rng, n, 0, 3), dact = random(rng, n, 0, 1), dbiasA = random(rng, cols, 0, 1), dbiasB = copy(dbiasA);
+            Quantized q = target(f, n, rng.nextLong());
+            ops.quantize(q.packed(), q.scales(), x, n, f, q.seed());
+            Tensor pre = ops.allocate(DType.F32, n), dpreA = ops.allocate(DType.F32, n), dpreB = ops.allocate(DType.F32, n);
+            ops.dequantize(pre, q.packed(), q.scales(), n, f);
+            ops.geluBackward(dpreA, dact, pre, n);
+            ops.biasBackward(dbiasA, dpreA, rows, cols);
+            ops.geluBackwardQuantized(dpreB, dbiasB, dact, q, rows, cols);
+            assertArrayEquals(bytes(dpreA), bytes(dpreB), "dpre, " + what);
+            assertArrayEquals(bytes(dbiasA), bytes(dbiasB), "dbias, " + what);
+            Tensor dpreC = ops.allocate(DType.F32, n);
+            ops.geluBackwardQuantized(dpreC, null, dact, q, rows, cols);
+            assertArrayEquals(bytes(dpreA), bytes(dpreC), "dpre without dbias, " + what);
         }
     }
 

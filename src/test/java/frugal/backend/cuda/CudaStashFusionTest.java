@@ -28,7 +28,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Kernels that quantize what the stash keeps as they write it, and dequantize it as they read it (stash_norms.cu,
- * stash_gelu.cu, the attention forward's epilogues in flash.cu), against the same ops unfused on the same GPU: the op,
+ * stash_gelu.cu forward and backward, the attention forward's epilogues in flash.cu), against the same ops unfused on the same GPU: the op,
  * then quant.cu's kernels, which write CpuQuant's bytes. The fused forms must write the same bytes, scales and
  * activations, bit for bit; their backward the same dx. Skipped without a GPU.
  */
@@ -158,7 +158,101 @@ class CudaStashFusionTest {
             gpu.geluRecompute(actB, preB, q, n);
             assertArrayEquals(bytes(preA), bytes(preB), "pre, " + what);
             assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
-            for (Tensor t : new Tensor[]{x, q.packed(), q.scales(), preA, actA, preB, actB}) gpu.release(t);
+            Tensor actC = gpu.allocate(DType.BF16, n);
+            gpu.geluRecompute(actC, null, q, n);
+            assertArrayEquals(bytes(actA), bytes(actC), "act without pre, " + what);
+            for (Tensor t : new Tensor[]{x, q.packed(), q.scales(), preA, actA, preB, actB, actC}) gpu.release(t);
+        }
+    }
+
+    /** Bit widths 2..8, both schemes and roundings, blocks of 8..256. */
+    private static final String[] GELU_FORMATS = {"bfp4", "bfp3/32/sr", "int8/64", "bfp2/256", "int5/16/sr", "bfp4/8", "int6/128",
+            "bfp7/32/sr", "int3/32", "int4/256/sr"};
+
+    /** stash_gelu.cu's gelu_quantize against geluForward then quantize: the same act, packed values and scales. */
+    @Test
+    void geluQuantizeWritesWhatGeluForwardAndQuantizeWould() {
+        Random rng = new Random(SEED);
+        for (String name : GELU_FORMATS) {
+            QuantFormat f = QuantFormat.parse(name);
+            int n = 8 * (1 + rng.nextInt(40000)); // whole groups, most often not whole blocks
+            String what = name + ", n " + n + " (seed " + SEED + ")";
+            Tensor pre = bf16(rng, n, 3), actA = gpu.allocate(DType.BF16, n), actB = gpu.allocate(DType.BF16, n);
+            long seed = rng.nextLong();
+            Quantized qA = target(f, n, seed), qB = target(f, n, seed);
+            assertTrue(gpu.geluQuantizeTakes(actB, pre, qB, n), "no fused kernel for " + what);
+            gpu.geluForward(actA, pre, n);
+            gpu.quantize(qA.packed(), qA.scales(), pre, n, f, seed);
+            gpu.geluQuantize(actB, pre, qB, n);
+            assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+            assertArrayEquals(bytes(qA.packed()), bytes(qB.packed()), "packed values, " + what);
+            assertArrayEquals(bytes(qA.scales()), bytes(qB.scales()), "scales, " + what);
+            for (Tensor t : new Tensor[]{pre, actA, actB, qA.packed(), qA.scales(), qB.packed(), qB.scales()}) gpu.release(t);
+        }
+    }
+
+    /**
+     * The forward of fc and GELU where the stash keeps GELU's input quantized (FRUGAL_CUDA_GELU_SPLIT): the bias
+     * product, then gelu_quantize, against the same product then geluForward and quantize.
+     */
+    @Test
+    void linearGeluForwardQuantizedIsTheProductThenGeluAndQuantize() {
+        assumeTrue(CudaBackend.GELU_SPLIT, "FRUGAL_CUDA_GELU_SPLIT=0");
+        Random rng = new Random(SEED);
+        int[][] shapes = {{512, 3072, 768}, {301, 1024, 256}, {77, 520, 64}};
+        for (int i = 0; i < shapes.length; i++) {
+            int m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+            QuantFormat f = QuantFormat.parse(GELU_FORMATS[i]);
+            String what = m + "×" + n + "×" + k + ", " + f + " (seed " + SEED + ")";
+            int mn = m * n;
+            Tensor a = bf16(rng, m * k, 1), w = bf16(rng, n * k, 1 / Math.sqrt(k)), bias = bf16(rng, n, 0.5);
+            Tensor preA = gpu.allocate(DType.BF16, mn), actA = gpu.allocate(DType.BF16, mn);
+            Tensor preB = gpu.allocate(DType.BF16, mn), actB = gpu.allocate(DType.BF16, mn);
+            long seed = rng.nextLong();
+            Quantized qA = target(f, mn, seed), qB = target(f, mn, seed);
+            gpu.linearForward(preA, a, w, bias, m, n, k);
+            gpu.geluForward(actA, preA, mn);
+            gpu.quantize(qA.packed(), qA.scales(), preA, mn, f, seed);
+            gpu.linearGeluForwardQuantized(actB, preB, qB, a, w, bias, m, n, k);
+            assertArrayEquals(bytes(preA), bytes(preB), "pre, " + what);
+            assertArrayEquals(bytes(actA), bytes(actB), "act, " + what);
+            assertArrayEquals(bytes(qA.packed()), bytes(qB.packed()), "packed values, " + what);
+            assertArrayEquals(bytes(qA.scales()), bytes(qB.scales()), "scales, " + what);
+            for (Tensor t : new Tensor[]{a, w, bias, preA, actA, preB, actB, qA.packed(), qA.scales(), qB.packed(), qB.scales()}) {
+                gpu.release(t);
+            }
+        }
+    }
+
+    /**
+     * stash_gelu.cu's gelu_backward against dequantize, geluBackward and biasBackward: the same dpre, bit for bit; the
+     * bias gradient up to the order in which bias_backward's atomic adds meet (its row chunks' sums are the same).
+     */
+    @Test
+    void geluBackwardQuantizedMatchesTheComposedOps() {
+        Random rng = new Random(SEED);
+        int[] widths = {256, 768, 3072, 1024};
+        for (int i = 0; i < GELU_FORMATS.length; i++) {
+            QuantFormat f = QuantFormat.parse(GELU_FORMATS[i]);
+            int cols = widths[i % widths.length], rows = 1 + rng.nextInt(i % 3 == 0 ? 40 : 1200);
+            int n = rows * cols;
+            String what = rows + "×" + cols + ", " + f + " (seed " + SEED + ")";
+            Tensor x = bf16(rng, n, 3), dact = bf16(rng, n, 1), pre = gpu.allocate(DType.BF16, n);
+            Quantized q = target(f, n, rng.nextLong());
+            gpu.quantize(q.packed(), q.scales(), x, n, f, q.seed());
+            Tensor dpreA = gpu.allocate(DType.BF16, n), dpreB = gpu.allocate(DType.BF16, n), dpreC = gpu.allocate(DType.BF16, n);
+            Tensor dbA = f32(rng, cols, 0, 1), dbB = gpu.allocate(DType.F32, cols);
+            gpu.copy(dbB, dbA);
+            assertTrue(gpu.geluBackwardTakes(dpreB, dact, q, rows, cols), "no fused kernel for " + what);
+            gpu.dequantize(pre, q.packed(), q.scales(), n, f);
+            gpu.geluBackward(dpreA, dact, pre, n);
+            gpu.biasBackward(dbA, dpreA, rows, cols);
+            gpu.geluBackwardQuantized(dpreB, dbB, dact, q, rows, cols);
+            gpu.geluBackwardQuantized(dpreC, null, dact, q, rows, cols);
+            assertArrayEquals(bytes(dpreA), bytes(dpreB), "dpre, " + what);
+            assertArrayEquals(bytes(dpreA), bytes(dpreC), "dpre without the bias gradient, " + what);
+            assertRelative("dbias, " + what, CudaModelTest.read(gpu, dbA), CudaModelTest.read(gpu, dbB), 1e-6);
+            for (Tensor t : new Tensor[]{x, dact, pre, q.packed(), q.scales(), dpreA, dpreB, dpreC, dbA, dbB}) gpu.release(t);
         }
     }
 
