@@ -17,6 +17,8 @@
 #              (NCU_KERNELS, NCU_BENCH: other kernels of another CudaOpsBench mode)
 #   ncu        per-kernel GPU time of one step (ncu_step.py); NCU_ARGS adds bench options (e.g. a stash config)
 #   stash-gemm CudaOpsBench --stash-gemm: stash_gemm.cu's quantizing products against cuBLASLt's and quantize
+#   stash-gelu CudaOpsBench --stash-gelu: the MLP's GELU path with a quantized stash, split (plain product, then GELU and
+#              quantize in one kernel; backward's GELU and bias gradient from the packed pre-activation) against the epilogues
 #   quant      CudaOpsBench --quant: quantize/dequantize of bf16 16384x3072 and 16384x768, fast kernels against the
 #              general ones (same bytes checked on the GPU first), ms and GB/s
 #   dsq-bench  frugal bench of the same step per stash setting (keep dsq-stash dsq bfp8 bfp4; DSQ_SETTINGS), each with
@@ -115,6 +117,9 @@ for s in $sections; do
     stash-gemm)
       section stash-gemm 90 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --stash-gemm
       sed -n '/^---- /,$p' "$OUT/stash-gemm.log" ;;
+    stash-gelu)
+      section stash-gelu 90 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --stash-gelu
+      sed -n '/^---- /,$p' "$OUT/stash-gelu.log" ;;
     quant)
       section quant 120 "${JAVA[@]}" -cp $G/frugal.jar frugal.backend.cuda.CudaOpsBench --quant
       sed -n '/^---- /,$p' "$OUT/quant.log" ;;
