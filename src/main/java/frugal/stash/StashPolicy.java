@@ -268,13 +268,13 @@ public final class StashPolicy {
         return text;
     }
 
-    /** One line: the formats of q0–q3 in the current stage, as the paper writes configurations. */
+    /** One line: the formats of q0–q3 in the current stage, as the paper writes configurations, and whether softmax is recomputed. */
     public String describeStage() {
         StringBuilder s = new StringBuilder("stage " + stage + " [");
         for (QuantPoint p : QuantPoint.values()) {
             QuantFormat f = format(p);
             s.append(p.ordinal() > 0 ? ", " : "").append(f == null ? "keep" : f.toString());
         }
-        return s.append("]").toString();
+        return s.append("]").append(recomputesSoftmax() ? ", softmax recomputed" : "").toString();
     }
 }
