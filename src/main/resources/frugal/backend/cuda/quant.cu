@@ -113,41 +113,14 @@ __device__ void dequantize_k(T* y, const unsigned char* packed, const unsigned c
 DEQUANTIZE(float, f32)
 DEQUANTIZE(bf16, bf16)
 
-// Group t's values (elements 8t..8t+7), zeros past n: 16-byte loads where the group is whole (x is aligned).
-template <typename T>
-__device__ __forceinline__ void load_group8(float* v, const T* x, i64 t, i64 n) {
-    const i64 j0 = 8 * t;
-    if (j0 + 8 <= n) {
-#pragma unroll
-        for (int k = 0; k < 8; k += Pack<T>::N) Pack<T>::load(v + k, x, j0 + k);
-    } else {
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = j0 + k < n ? ld(x, j0 + k) : 0.f;
-    }
-}
-
 // groups: those of all blocks, the last block's padding included (it packs as zeros); logLanes: log2(block / 8), the
 // lanes of a block; scalesAligned: as for store_scale.
 template <typename T, int BITS>
 __device__ void quantize_fast_k(unsigned char* packed, unsigned char* scales, const T* x, i64 n, i64 groups,
                                 int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned,
                                 unsigned* error) {
-    __shared__ unsigned long long stage[FAST_THREADS / 32][33];
-    const int lane = threadIdx.x & 31;
-    unsigned long long* slots = stage[threadIdx.x >> 5];
-    if (lane == 0) slots[32] = 0;
-    const i64 chunks = (groups + 31) >> 5;
-    const i64 warp = ((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = ((i64) gridDim.x * blockDim.x) >> 5;
-    for (i64 c0 = warp * FAST_CHUNKS; c0 < chunks; c0 += warps * FAST_CHUNKS) {
-        float v[FAST_CHUNKS][8];
-#pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) load_group8(v[u], x, (c0 + u) * 32 + lane, n);
-#pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) {
-            quantize_group<BITS>(packed, scales, v[u], c0 + u, groups, logLanes, isInt, stochastic, seedBits, scalesAligned,
-                                 error, slots);
-        }
-    }
+    for_each_quantized_group<BITS>(packed, scales, x, n, groups, logLanes, isInt, stochastic, seedBits, scalesAligned, error,
+                                   [](i64, const float*) {});
 }
 #define QUANTIZE_FAST(T, S, BITS)                                                                                      \
     extern "C" __global__ void __launch_bounds__(FAST_THREADS)                                                         \

@@ -347,6 +347,47 @@ __device__ __forceinline__ void dequantize_group(float* v, const ChunkWords<BITS
     for (int k = 0; k < 8; k++) v[k] = field_value<BITS>(acc, k, s);
 }
 
+// Group t's values (elements 8t..8t+7), zeros past n: 16-byte loads where the group is whole (x is aligned).
+template <typename T>
+__device__ __forceinline__ void load_group8(float* v, const T* x, i64 t, i64 n) {
+    const i64 j0 = 8 * t;
+    if (j0 + 8 <= n) {
+#pragma unroll
+        for (int k = 0; k < 8; k += Pack<T>::N) Pack<T>::load(v + k, x, j0 + k);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = j0 + k < n ? ld(x, j0 + k) : 0.f;
+    }
+}
+
+// The grid-stride loop of the fast quantizing kernels (FAST_THREADS a block; groups: those of all blocks, the last
+// block's padding included, which packs as zeros): each lane's group of 8 values of x, at element j0 < n, handed to
+// use(j0, v) and then quantized. A warp loads FAST_CHUNKS chunks before quantizing the first, so that enough loads are
+// in flight.
+template <int BITS, typename T, typename Use>
+__device__ __forceinline__ void for_each_quantized_group(unsigned char* packed, unsigned char* scales, const T* x, i64 n, i64 groups,
+                                                         int logLanes, int isInt, int stochastic, unsigned seedBits,
+                                                         int scalesAligned, unsigned* error, Use use) {
+    __shared__ unsigned long long stage[FAST_THREADS / 32][33];
+    const int lane = threadIdx.x & 31;
+    unsigned long long* slots = stage[threadIdx.x >> 5];
+    if (lane == 0) slots[32] = 0;
+    const i64 chunks = (groups + 31) >> 5;
+    const i64 warp = ((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = ((i64) gridDim.x * blockDim.x) >> 5;
+    for (i64 c0 = warp * FAST_CHUNKS; c0 < chunks; c0 += warps * FAST_CHUNKS) {
+        float v[FAST_CHUNKS][8];
+#pragma unroll
+        for (int u = 0; u < FAST_CHUNKS; u++) load_group8(v[u], x, (c0 + u) * 32 + lane, n);
+#pragma unroll
+        for (int u = 0; u < FAST_CHUNKS; u++) {
+            const i64 j0 = 8 * ((c0 + u) * 32 + lane);
+            if (j0 < n) use(j0, v[u]);
+            quantize_group<BITS>(packed, scales, v[u], c0 + u, groups, logLanes, isInt, stochastic, seedBits, scalesAligned,
+                                 error, slots);
+        }
+    }
+}
+
 // The grid-stride loop of the fast dequantizing kernels (FAST_THREADS a block): each lane's group of 8 values, at
 // element j0 < n (the padding of the last block skipped), dequantized and handed to use(j0, v). A warp loads
 // FAST_CHUNKS chunks before unpacking the first, so that enough loads are in flight.

@@ -7,42 +7,18 @@
 #include "quant.cuh"
 #include "gelu.cuh"
 
-// act = GELU(pre) and pre quantized, as quantize_fast_k's grid and loop (groups: the last block's padding included),
-// for pre and act 16-byte aligned and n a multiple of 8 (whole groups).
+// act = GELU(pre) and pre quantized, in quantize_fast_k's grid and loop, for act 16-byte aligned and n a multiple of 8
+// (whole groups).
 template <int BITS>
 __device__ void gelu_quantize_k(bf16* act, unsigned char* packed, unsigned char* scales, const bf16* pre, i64 n, i64 groups,
                                 int logLanes, int isInt, int stochastic, unsigned seedBits, int scalesAligned, unsigned* error) {
-    __shared__ unsigned long long stage[FAST_THREADS / 32][33];
-    const int lane = threadIdx.x & 31;
-    unsigned long long* slots = stage[threadIdx.x >> 5];
-    if (lane == 0) slots[32] = 0;
-    const i64 chunks = (groups + 31) >> 5;
-    const i64 warp = ((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = ((i64) gridDim.x * blockDim.x) >> 5;
-    for (i64 c0 = warp * FAST_CHUNKS; c0 < chunks; c0 += warps * FAST_CHUNKS) {
-        float v[FAST_CHUNKS][8];
+    for_each_quantized_group<BITS>(packed, scales, pre, n, groups, logLanes, isInt, stochastic, seedBits, scalesAligned, error,
+                                   [&](i64 j0, const float* v) {
+        float g[8];
 #pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) {
-            const i64 j0 = 8 * ((c0 + u) * 32 + lane);
-            if (j0 < n) {
-                Pack<bf16>::load(v[u], pre, j0);
-            } else {
-#pragma unroll
-                for (int k = 0; k < 8; k++) v[u][k] = 0.f; // padding, quantized as zeros as load_group8 does
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < FAST_CHUNKS; u++) {
-            const i64 j0 = 8 * ((c0 + u) * 32 + lane);
-            if (j0 < n) {
-                float g[8];
-#pragma unroll
-                for (int k = 0; k < 8; k++) g[k] = gelu(v[u][k]);
-                Pack<bf16>::store(act, j0, g);
-            }
-            quantize_group<BITS>(packed, scales, v[u], c0 + u, groups, logLanes, isInt, stochastic, seedBits, scalesAligned,
-                                 error, slots);
-        }
-    }
+        for (int k = 0; k < 8; k++) g[k] = gelu(v[k]);
+        Pack<bf16>::store(act, j0, g);
+    });
 }
 #define GELU_QUANTIZE(BITS) extern "C" __global__ void __launch_bounds__(FAST_THREADS) gelu_quantize_q##BITS##_bf16(bf16* act, \
         unsigned char* packed, unsigned char* scales, const bf16* pre, i64 n, i64 groups, int logLanes, int isInt, int stochastic, \
