@@ -57,7 +57,8 @@ public final class LargestBatch {
         return new Fit(at, above);
     }
 
-    private Probe probe(int batch) {
+    /** Trains two steps at this batch on a fresh backend and returns the peak bytes it allocated. */
+    public Probe probe(int batch) {
         try (Backend ops = Backends.create(device)) {
             Transformer model = new Transformer(config, ops);
             Init.initialize(model, ops, 1);

@@ -62,7 +62,7 @@ final class BenchCommand implements Runnable {
     @Option(names = "--stash-config", description = "a stash policy file (see frugal train --stash-config); overrides --stash")
     Path stashConfig;
     @Option(names = "--fit-memory", paramLabel = "GIB",
-            description = "also find the largest batch (at --seq, with this stash policy) whose step fits in GIB of device memory")
+            description = "also find the largest batch (at --seq, with this stash policy) whose step fits in GIB of (device) memory, as the backend counts what it allocates")
     Double fitMemory;
 
     @Override
@@ -101,9 +101,9 @@ final class BenchCommand implements Runnable {
                 System.out.printf("model FLOPs 6·N·tokens/s = %.1f TFLOP/s; MFU %.1f%% of an H100's %.0f TFLOP/s bf16%n",
                         6.0 * params * tokensPerSecond / 1e12, 100 * 6.0 * params * tokensPerSecond / H100_BF16_FLOPS, H100_BF16_FLOPS / 1e12);
                 if (ops.peakMemory() >= 0) {
-                    System.out.printf("device memory: peak %.2f GiB allocated by the backend (weights %.2f GiB incl. compute copies, "
-                                    + "activations and gradients %.2f GiB)%n", ops.peakMemory() / 1073741824.0,
-                            (params * 4 + model.params().computeBytes()) / 1073741824.0, ctx.buffers().bytes() / 1073741824.0);
+                    System.out.printf("%s: peak %s allocated by the backend (weights %s incl. compute copies, activations and "
+                                    + "gradients %s)%n", gpu ? "device memory" : "memory", size(ops.peakMemory()),
+                            size(params * 4 + model.params().computeBytes()), size(ctx.buffers().bytes()));
                 }
                 printLedger(ctx.stash(), rows);
                 System.out.printf("memory traffic of every op of the step (what each must read and write at its operands' types): "
@@ -147,13 +147,18 @@ final class BenchCommand implements Runnable {
     }
 
     private void printFit(ModelConfig config, boolean counted) {
-        if (!counted) throw new FrugalException("--fit-memory needs a backend that counts its device memory (--device cuda)");
+        if (!counted) throw new FrugalException("--fit-memory needs a backend that counts the memory it allocates (" + device + " does not)");
         long budget = (long) (fitMemory * 1073741824.0);
         StashOptions options = new StashOptions(stash, stashConfig);
         LargestBatch.Fit fit = new LargestBatch(device, config, seq, options::policy).within(budget);
         System.out.println();
-        System.out.printf("largest batch within %.2f GiB at seq %d: %d (peak %.2f GiB); batch %d needs %.2f GiB%n", fitMemory, seq,
-                fit.fits().batch(), fit.fits().peakBytes() / 1073741824.0, fit.exceeds().batch(), fit.exceeds().peakBytes() / 1073741824.0);
+        System.out.printf("largest batch within %s at seq %d: %d (peak %s); batch %d needs %s%n", size(budget), seq,
+                fit.fits().batch(), size(fit.fits().peakBytes()), fit.exceeds().batch(), size(fit.exceeds().peakBytes()));
+    }
+
+    /** GiB with two decimals, or MiB with one below a GiB (the tiny model's whole step is a fraction of one). */
+    private static String size(long bytes) {
+        return bytes >= 1L << 30 ? String.format("%.2f GiB", bytes / 1073741824.0) : String.format("%.1f MiB", bytes / 1048576.0);
     }
 
     private static void printTable(ProfilingBackend ops, int steps, String title) {

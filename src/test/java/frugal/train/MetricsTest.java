@@ -52,8 +52,12 @@ class MetricsTest {
             // Beyond the training fields, only the stash ledger's (DSQ) fields may appear.
             for (String name : names) {
                 assertTrue(expected.contains(name) || name.startsWith("stash_") || name.startsWith("traffic_")
-                        || name.startsWith("bit_ops_"), where + ": unexpected field " + name);
+                        || name.startsWith("bit_ops_") || name.equals("peak_memory_bytes"), where + ": unexpected field " + name);
             }
+            // The backend's count of what it allocated: at least the step's F32 logits, and never falling.
+            long peak = r.get("peak_memory_bytes").asLong();
+            assertTrue(peak >= 2 * 16 * 257 * 4, where);
+            if (step > 1) assertTrue(peak >= records.get(i - 1).get("peak_memory_bytes").asLong(), where);
             assertEquals(step, r.get("step").asInt(), where);
             assertEquals(schedule.at(step), r.get("lr").floatValue(), where);
             assertTrue(r.get("loss").asDouble() > 0 && Double.isFinite(r.get("loss").asDouble()), where);

@@ -8,10 +8,13 @@ import frugal.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicLong;
 
 /** The reference backend: float32, off-heap, Vector API kernels over all cores. */
 public final class CpuBackend implements Backend {
     private final Arena arena = Arena.ofShared();
+    /** Bytes of every tensor allocated so far; the arena frees nothing before close, so this is also the peak. */
+    private final AtomicLong allocatedBytes = new AtomicLong();
 
     @Override
     public String name() {
@@ -21,7 +24,18 @@ public final class CpuBackend implements Backend {
     @Override
     public Tensor allocate(DType dtype, int... shape) {
         long bytes = Math.max(1, Tensor.count(shape) * dtype.bytes);
+        allocatedBytes.addAndGet(bytes);
         return new Tensor(arena.allocate(bytes, 64), dtype, shape);
+    }
+
+    /**
+     * The off-heap bytes of the tensors this backend allocated (weights, optimizer state, gradients, activations,
+     * stash, scratch): what CudaBackend counts of device memory, less its cuBLASLt workspace. The kernels' small
+     * per-thread heap arrays (matmul panels, attention rows) are not counted.
+     */
+    @Override
+    public long peakMemory() {
+        return allocatedBytes.get();
     }
 
     @Override
