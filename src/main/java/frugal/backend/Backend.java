@@ -30,10 +30,11 @@ public interface Backend extends AutoCloseable {
         return DType.F32;
     }
 
-    /** Bytes of device memory held at most so far by this backend (-1 where it does not keep count). */
-    default long peakMemory() {
-        return -1;
-    }
+    /**
+     * Bytes held at most so far by this backend's allocations (device memory on a GPU): weights, optimizer state,
+     * gradients, activations, stash and scratch.
+     */
+    long peakMemory();
 
     /** A zero-filled tensor owned by this backend. */
     Tensor allocate(DType dtype, int... shape);

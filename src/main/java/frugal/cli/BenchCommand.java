@@ -1,6 +1,5 @@
 package frugal.cli;
 
-import frugal.FrugalException;
 import frugal.backend.Backends;
 import frugal.bench.LargestBatch;
 import frugal.backend.ProfilingBackend;
@@ -62,7 +61,7 @@ final class BenchCommand implements Runnable {
     @Option(names = "--stash-config", description = "a stash policy file (see frugal train --stash-config); overrides --stash")
     Path stashConfig;
     @Option(names = "--fit-memory", paramLabel = "GIB",
-            description = "also find the largest batch (at --seq, with this stash policy) whose step fits in GIB of (device) memory, as the backend counts what it allocates")
+            description = "also find the largest batch (at --seq, with this stash policy) whose step fits in GIB, as the backend counts what it allocates")
     Double fitMemory;
 
     @Override
@@ -100,15 +99,13 @@ final class BenchCommand implements Runnable {
                         median, sorted[0], sorted[steps - 1], steps, step.replaying() ? " (graph replay)" : "", tokensPerSecond, loss);
                 System.out.printf("model FLOPs 6·N·tokens/s = %.1f TFLOP/s; MFU %.1f%% of an H100's %.0f TFLOP/s bf16%n",
                         6.0 * params * tokensPerSecond / 1e12, 100 * 6.0 * params * tokensPerSecond / H100_BF16_FLOPS, H100_BF16_FLOPS / 1e12);
-                if (ops.peakMemory() >= 0) {
-                    System.out.printf("%s: peak %s allocated by the backend (weights %s incl. compute copies, activations and "
-                                    + "gradients %s)%n", gpu ? "device memory" : "memory", size(ops.peakMemory()),
-                            size(params * 4 + model.params().computeBytes()), size(ctx.buffers().bytes()));
-                }
+                System.out.printf("%s: peak %s allocated by the backend (weights %s incl. compute copies, activations and "
+                                + "gradients %s)%n", gpu ? "device memory" : "memory", size(ops.peakMemory()),
+                        size(params * 4 + model.params().computeBytes()), size(ctx.buffers().bytes()));
                 printLedger(ctx.stash(), rows);
                 System.out.printf("memory traffic of every op of the step (what each must read and write at its operands' types): "
                         + "%.2f GB/step = %.0f bytes/token%n", step.trafficBytes() / 1e9, (double) step.trafficBytes() / rows);
-                if (fitMemory != null) printFit(config, ops.peakMemory() >= 0);
+                if (fitMemory != null) printFit(config);
                 if (gpu && profileSteps > 0) {
                     step.setGraphs(false);
                     ops.setEnabled(true);
@@ -146,8 +143,7 @@ final class BenchCommand implements Runnable {
         }
     }
 
-    private void printFit(ModelConfig config, boolean counted) {
-        if (!counted) throw new FrugalException("--fit-memory needs a backend that counts the memory it allocates (" + device + " does not)");
+    private void printFit(ModelConfig config) {
         long budget = (long) (fitMemory * 1073741824.0);
         StashOptions options = new StashOptions(stash, stashConfig);
         LargestBatch.Fit fit = new LargestBatch(device, config, seq, options::policy).within(budget);

@@ -179,7 +179,7 @@ public final class Trainer {
                     ObjectNode record = metrics.record().put("step", step).put("loss", loss).put("lr", lr)
                             .put("grad_norm", gradNorm).put("tokens_per_s", tokens * 1e9 / nanos).put("ms", nanos / 1e6);
                     StashMetrics.put(record, ctx.stash(), rows, s.accumulation());
-                    if (ops.peakMemory() >= 0) record.put("peak_memory_bytes", ops.peakMemory());
+                    record.put("peak_memory_bytes", ops.peakMemory());
                     record.put("traffic_all_ops_bytes_per_token", (double) trainStep.trafficBytes() / tokens);
                     if (step % evalInterval == 0 || step == s.steps()) {
                         valLoss = evaluator.evaluate(data.validation(), s.batch(), s.seq(), o.evalBatches() * s.batch()).loss();

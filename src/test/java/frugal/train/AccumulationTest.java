@@ -62,25 +62,16 @@ class AccumulationTest {
         return values;
     }
 
-    /** max |a − b| / max |a|. */
-    private static double relativeError(float[] a, float[] b) {
-        double diff = 0, scale = 0;
-        for (int i = 0; i < a.length; i++) {
-            diff = Math.max(diff, Math.abs(a[i] - b[i]));
-            scale = Math.max(scale, Math.abs(a[i]));
-        }
-        return scale == 0 ? diff : diff / scale;
-    }
-
     /**
-     * max |a − b| / max |a|, where each difference first loses one ulp of the parameter it was read from: an update
-     * is read back as after − before in float, so a one-ulp difference in a new weight near 1 (a norm's gain) is
-     * already 1e-4 of a 1e-3-sized update.
+     * max |a − b| / max |a|, where, when values is non-null, each difference first loses one ulp of values[i]: an
+     * update is read back as after − before in float, so a one-ulp difference in a new weight near 1 (a norm's gain)
+     * is already 1e-4 of a 1e-3-sized update.
      */
-    private static double relativeUpdateError(float[] a, float[] b, float[] values) {
+    private static double relativeError(float[] a, float[] b, float[] values) {
         double diff = 0, scale = 0;
         for (int i = 0; i < a.length; i++) {
-            diff = Math.max(diff, Math.max(0, Math.abs(a[i] - b[i]) - Math.ulp(values[i])));
+            double slack = values == null ? 0 : Math.ulp(values[i]);
+            diff = Math.max(diff, Math.max(0, Math.abs(a[i] - b[i]) - slack));
             scale = Math.max(scale, Math.abs(a[i]));
         }
         return scale == 0 ? diff : diff / scale;
@@ -94,9 +85,9 @@ class AccumulationTest {
         StepResult whole = step(2 * B, 1, ids, targets), accumulated = step(B, 2, ids, targets);
         assertEquals(whole.loss(), accumulated.loss(), 1e-6 * whole.loss(), "seed " + seed + ": loss");
         for (String name : whole.grads().keySet()) {
-            double gradError = relativeError(whole.grads().get(name), accumulated.grads().get(name));
+            double gradError = relativeError(whole.grads().get(name), accumulated.grads().get(name), null);
             assertTrue(gradError <= TOLERANCE, "seed " + seed + ": gradient of " + name + " differs by " + gradError);
-            double updateError = relativeUpdateError(whole.updates().get(name), accumulated.updates().get(name),
+            double updateError = relativeError(whole.updates().get(name), accumulated.updates().get(name),
                     whole.values().get(name));
             assertTrue(updateError <= TOLERANCE, "seed " + seed + ": update of " + name + " differs by " + updateError);
         }
